@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.adapters.models import AdapterSource, AdapterStatus
+
+
+class AdapterVersionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    version: int
+    base_model: str
+    source: AdapterSource
+    status: AdapterStatus
+    status_reason: str
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    parent_id: uuid.UUID | None
+    job_id: uuid.UUID | None
+    note: str
+    created_at: datetime
+    live: bool = False
+
+
+class AdapterActivation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(description="The version to serve; null serves the base model.")
+    reason: str = Field("", max_length=2000)

@@ -1,0 +1,142 @@
+"""Adapter versions of an agent: registration from a filled directory, listing, the pointer."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.adapters.models import AdapterSource, AdapterStatus, AdapterVersion
+from backend.adapters.storage import LocalAdapterStore, validate_adapter_dir
+from backend.agents.models import Agent
+from backend.agents.service import record_activation
+from backend.db import new_id
+from backend.errors import Conflict, NotFound
+
+_VERSION_RETRIES = 3
+_CONFIG_KEYS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")
+
+
+def register_adapter(
+    session: Session,
+    store: LocalAdapterStore,
+    *,
+    agent: Agent,
+    staging: Path,
+    source: AdapterSource,
+    max_rank: int,
+    note: str = "",
+    metrics: dict[str, Any] | None = None,
+    parent_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+    created_by: uuid.UUID | None = None,
+) -> AdapterVersion:
+    """Validate a staged adapter directory, store it and record it as the next version.
+
+    The version is not live; activation is a separate step. On any failure the staged files
+    are removed and nothing is recorded.
+    """
+    try:
+        config = validate_adapter_dir(staging, max_rank=max_rank)
+    except Exception:
+        store.discard(staging)
+        raise
+    version_id = new_id()
+    path = store.commit(
+        staging, tenant_id=agent.tenant_id, agent_id=agent.id, version_id=version_id
+    )
+    try:
+        for _ in range(_VERSION_RETRIES):
+            number = (
+                session.scalar(
+                    select(func.max(AdapterVersion.version)).where(
+                        AdapterVersion.agent_id == agent.id
+                    )
+                )
+                or 0
+            ) + 1
+            row = AdapterVersion(
+                id=version_id,
+                tenant_id=agent.tenant_id,
+                agent_id=agent.id,
+                version=number,
+                path=str(path),
+                base_model=agent.base_model,
+                source=source,
+                config={k: config[k] for k in _CONFIG_KEYS if k in config},
+                metrics=metrics or {},
+                parent_id=parent_id,
+                job_id=job_id,
+                note=note,
+                created_by=created_by,
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                continue
+            return row
+        raise Conflict("too many concurrent adapter uploads; try again")
+    except Exception:
+        store.discard(path)
+        raise
+
+
+def list_adapter_versions(session: Session, *, agent: Agent) -> list[AdapterVersion]:
+    query = (
+        select(AdapterVersion)
+        .where(AdapterVersion.agent_id == agent.id, AdapterVersion.tenant_id == agent.tenant_id)
+        .order_by(AdapterVersion.version.desc())
+    )
+    return list(session.scalars(query))
+
+
+def get_adapter_version(session: Session, *, agent: Agent, version: int) -> AdapterVersion:
+    row = session.scalar(
+        select(AdapterVersion).where(
+            AdapterVersion.agent_id == agent.id,
+            AdapterVersion.tenant_id == agent.tenant_id,
+            AdapterVersion.version == version,
+        )
+    )
+    if row is None:
+        raise NotFound(f"agent {agent.slug!r} has no adapter version {version}")
+    return row
+
+
+def mark_adapter_failed(session: Session, *, row: AdapterVersion, reason: str) -> None:
+    row.status = AdapterStatus.FAILED
+    row.status_reason = reason[:4000]
+    session.commit()
+
+
+def set_live_adapter(
+    session: Session,
+    *,
+    agent: Agent,
+    row: AdapterVersion | None,
+    reason: str = "",
+    actor_key_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+) -> None:
+    """Point the agent at `row` (None: serve the base model), with its audit row, atomically."""
+    if row is not None and row.status != AdapterStatus.READY:
+        row.status = AdapterStatus.READY
+        row.status_reason = ""
+    record_activation(
+        session,
+        agent=agent,
+        kind="adapter",
+        from_version=agent.live_adapter_version,
+        to_version=row.version if row is not None else None,
+        reason=reason,
+        actor_key_id=actor_key_id,
+        job_id=job_id,
+    )
+    agent.live_adapter_version_id = row.id if row is not None else None
+    session.commit()

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from backend.adapters import service
+from backend.adapters.activation import activate_adapter
+from backend.adapters.models import AdapterSource, AdapterVersion
+from backend.adapters.schemas import AdapterActivation, AdapterVersionRead
+from backend.adapters.storage import CONFIG_FILE, WEIGHTS_FILE, LocalAdapterStore
+from backend.agents.service import get_agent
+from backend.api.deps import AdminDep, DatabaseDep, EngineDep, SessionDep, SettingsDep
+from backend.errors import PayloadTooLarge
+
+router = APIRouter(prefix="/api/v1/agents/{slug}/adapters", tags=["adapters"])
+
+
+def _read(row: AdapterVersion, live_id: object) -> AdapterVersionRead:
+    return AdapterVersionRead.model_validate(row).model_copy(update={"live": row.id == live_id})
+
+
+def _save(upload: UploadFile, target: Path, limit: int) -> int:
+    written = 0
+    with target.open("wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+                raise PayloadTooLarge(f"adapter files larger than {limit} bytes")
+            out.write(chunk)
+    return written
+
+
+@router.post("", status_code=201, response_model=AdapterVersionRead)
+def upload_adapter(
+    slug: str,
+    caller: AdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    config: Annotated[UploadFile, File(description=f"The peft {CONFIG_FILE}.")],
+    weights: Annotated[UploadFile, File(description=f"The peft {WEIGHTS_FILE}.")],
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> AdapterVersionRead:
+    """Register a LoRA adapter trained elsewhere as the agent's next version (not live yet)."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    store = LocalAdapterStore(settings.adapters_dir)
+    staging = store.staging_dir()
+    try:
+        used = _save(config, staging / CONFIG_FILE, settings.max_adapter_bytes)
+        _save(weights, staging / WEIGHTS_FILE, settings.max_adapter_bytes - used)
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    row = service.register_adapter(
+        session,
+        store,
+        agent=agent,
+        staging=staging,
+        source=AdapterSource.UPLOAD,
+        max_rank=settings.max_lora_rank,
+        note=note,
+        created_by=caller.key_id,
+    )
+    return _read(row, agent.live_adapter_version_id)
+
+
+@router.get("", response_model=list[AdapterVersionRead])
+def list_adapter_versions(
+    slug: str, caller: AdminDep, session: SessionDep
+) -> list[AdapterVersionRead]:
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    rows = service.list_adapter_versions(session, agent=agent)
+    return [_read(row, agent.live_adapter_version_id) for row in rows]
+
+
+@router.get("/{version}", response_model=AdapterVersionRead)
+def get_adapter_version(
+    slug: str, version: int, caller: AdminDep, session: SessionDep
+) -> AdapterVersionRead:
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    row = service.get_adapter_version(session, agent=agent, version=version)
+    return _read(row, agent.live_adapter_version_id)
+
+
+@router.post("/activate", response_model=AdapterVersionRead | None)
+async def activate_adapter_version(
+    slug: str,
+    body: AdapterActivation,
+    caller: AdminDep,
+    database: DatabaseDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> AdapterVersionRead | None:
+    """Serve adapter `version` (or the base model for null): loaded and probed first; a
+    version that fails stays out of service and is marked failed with the reason."""
+    row = await activate_adapter(
+        database,
+        engine,
+        tenant_id=caller.tenant_id,
+        slug=slug,
+        version=body.version,
+        reason=body.reason,
+        actor_key_id=caller.key_id,
+        retry_after_s=settings.engine_retry_after_s,
+    )
+    if row is None:
+        return None
+    return _read(row, row.id)

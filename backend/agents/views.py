@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.agents import service
+from backend.agents.models import Activation, Agent
+from backend.agents.schemas import ActivationRead, AgentCreate, AgentRead, AgentUpdate
+from backend.api.deps import AdminDep, MemberDep, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+
+@router.post("", status_code=201, response_model=AgentRead)
+def create_agent(
+    body: AgentCreate, caller: AdminDep, session: SessionDep, settings: SettingsDep
+) -> Agent:
+    """Create an agent; its `system_prompt` and `demonstrations` become prompt version 1."""
+    return service.create_agent(
+        session,
+        tenant_id=caller.tenant_id,
+        slug=body.slug,
+        system_prompt=body.system_prompt,
+        demonstrations=[turn.model_dump() for turn in body.demonstrations],
+        base_model=body.base_model,
+        served_base_model=settings.base_model_name,
+        reward=body.reward,
+        max_tokens_cap=body.max_tokens_cap or settings.default_max_tokens,
+        description=body.description,
+        created_by=caller.key_id,
+    )
+
+
+@router.get("", response_model=list[AgentRead])
+def list_agents(caller: MemberDep, session: SessionDep) -> list[Agent]:
+    return service.list_agents(session, tenant_id=caller.tenant_id)
+
+
+@router.get("/{slug}", response_model=AgentRead)
+def get_agent(slug: str, caller: MemberDep, session: SessionDep) -> Agent:
+    return service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+
+
+@router.patch("/{slug}", response_model=AgentRead)
+def update_agent(slug: str, body: AgentUpdate, caller: AdminDep, session: SessionDep) -> Agent:
+    agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    return service.update_agent(
+        session,
+        agent=agent,
+        description=body.description,
+        reward=body.reward,
+        max_tokens_cap=body.max_tokens_cap,
+    )
+
+
+@router.get("/{slug}/activations", response_model=list[ActivationRead])
+def list_activations(slug: str, caller: AdminDep, session: SessionDep) -> list[Activation]:
+    """The agent's history of live-version changes (prompt and adapter), newest first."""
+    agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    return service.list_activations(session, agent=agent)

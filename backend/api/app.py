@@ -1,0 +1,99 @@
+"""The FastAPI application: routers, error handling, limits, and per-process resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.routing import APIRoute
+
+from backend.adapters.views import router as adapters_router
+from backend.agents.views import router as agents_router
+from backend.api.errors import install_error_handlers
+from backend.api.health import router as health_router
+from backend.api.limits import BodySizeLimit
+from backend.chat.service import make_recorder
+from backend.chat.views import router as chat_router
+from backend.config import Settings, get_settings
+from backend.db import Database
+from backend.engines import Engine, build_engine
+from backend.jobs.queue import make_celery
+from backend.jobs.views import agent_jobs_router
+from backend.jobs.views import router as jobs_router
+from backend.prompts.views import router as prompts_router
+from backend.rollouts.views import feedback_router
+from backend.rollouts.views import router as rollouts_router
+from backend.runtime.agent import AgentRuntime
+from backend.tenants.views import keys_router, tenants_router
+
+logger = logging.getLogger(__name__)
+
+FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable ids (the route function's name) so generated clients do not churn.
+    return route.name
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app. `engine` lets a caller share an already loaded engine (tests)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.database_url)
+        own_engine = engine is None
+        active_engine = engine or build_engine(settings)
+        app.state.settings = settings
+        app.state.database = database
+        app.state.engine = active_engine
+        app.state.runtime = AgentRuntime(active_engine, make_recorder(database))
+        app.state.celery = make_celery(settings)
+        logger.info(
+            "fastslow API ready: engine=%s base_model=%s", settings.engine, active_engine.base_model
+        )
+        try:
+            yield
+        finally:
+            if own_engine:
+                await active_engine.aclose()
+            database.dispose()
+
+    app = FastAPI(
+        title="fastslow",
+        version="0.1.0",
+        description="Agents that keep learning from the people who use them.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_adapter_bytes,
+    )
+    for router in (
+        health_router,
+        chat_router,
+        feedback_router,
+        tenants_router,
+        keys_router,
+        agents_router,
+        prompts_router,
+        adapters_router,
+        agent_jobs_router,
+        jobs_router,
+        rollouts_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(FRONTEND_DIR / "placeholder.html")
+
+    return app

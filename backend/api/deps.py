@@ -1,0 +1,92 @@
+"""FastAPI dependencies, gathered in one place: settings, database, engine, the caller."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from backend.config import Settings
+from backend.db import Database
+from backend.engines import Engine
+from backend.errors import Forbidden, Unauthorized
+from backend.tenants.service import PlatformCaller, Principal, TenantCaller, authenticate
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def get_session(database: DatabaseDep) -> Iterator[Session]:
+    with database.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fsk_...`")
+
+
+def get_principal(
+    settings: SettingsDep,
+    database: DatabaseDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    key = credentials.credentials
+    platform = settings.platform_key.get_secret_value() if settings.platform_key else ""
+    if platform and hmac.compare_digest(key.encode(), platform.encode()):
+        return PlatformCaller()
+    # A short session of its own: the request's work may outlive it (streaming).
+    with database.session() as session:
+        principal = authenticate(session, key)
+    if principal is None:
+        raise Unauthorized("invalid or revoked API key")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_tenant(principal: PrincipalDep) -> TenantCaller:
+    if not isinstance(principal, TenantCaller):
+        raise Forbidden("the platform key manages tenants; use a tenant's key here")
+    return principal
+
+
+def require_admin(caller: Annotated[TenantCaller, Depends(require_tenant)]) -> TenantCaller:
+    if not caller.is_admin:
+        raise Forbidden("this needs an admin key of the tenant")
+    return caller
+
+
+def require_platform(principal: PrincipalDep) -> PlatformCaller:
+    if not isinstance(principal, PlatformCaller):
+        raise Forbidden("this needs the platform key")
+    return principal
+
+
+MemberDep = Annotated[TenantCaller, Depends(require_tenant)]
+AdminDep = Annotated[TenantCaller, Depends(require_admin)]
+PlatformDep = Annotated[PlatformCaller, Depends(require_platform)]

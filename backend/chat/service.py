@@ -1,0 +1,123 @@
+"""The serving path without HTTP: resolve what serves a request, and record what it produced."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend.adapters.activation import adapter_ref
+from backend.agents.service import get_agent
+from backend.chat.schemas import ChatCompletionRequest
+from backend.config import Settings
+from backend.db import Database
+from backend.engines import ChatMessage, SamplingParams
+from backend.errors import Invalid
+from backend.rollouts.models import Rollout
+from backend.rollouts.service import record_rollout
+from backend.runtime.agent import Outcome, Recorder, ServingContext
+from backend.tenants.service import TenantCaller
+
+
+def conversation_of(request: ChatCompletionRequest, settings: Settings) -> list[ChatMessage]:
+    if len(request.messages) > settings.max_messages:
+        raise Invalid(
+            f"too many messages: {len(request.messages)} (at most {settings.max_messages})",
+            param="messages",
+        )
+    conversation: list[ChatMessage] = []
+    for i, message in enumerate(request.messages):
+        text = message.text()
+        if len(text) > settings.max_message_chars:
+            raise Invalid(
+                f"message {i} has {len(text)} characters (at most {settings.max_message_chars})",
+                param=f"messages[{i}].content",
+            )
+        conversation.append({"role": message.engine_role, "content": text})
+    if not conversation[-1]["content"].strip():
+        raise Invalid("the last user message is empty", param="messages")
+    return conversation
+
+
+def resolve_serving(
+    session: Session, *, caller: TenantCaller, request: ChatCompletionRequest
+) -> ServingContext:
+    """Read the agent's live versions now (no cache, so an activation is seen at once)."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=request.model)
+    max_tokens = request.requested_max_tokens or agent.max_tokens_cap
+    if max_tokens > agent.max_tokens_cap:
+        raise Invalid(
+            f"max_tokens {max_tokens} exceeds agent {agent.slug!r}'s cap of {agent.max_tokens_cap}",
+            param="max_tokens",
+        )
+    prompt = agent.live_prompt
+    adapter = agent.live_adapter
+    return ServingContext(
+        tenant_id=agent.tenant_id,
+        agent_id=agent.id,
+        agent_slug=agent.slug,
+        api_key_id=caller.key_id,
+        prompt_version_id=prompt.id if prompt else None,
+        prompt_version=prompt.version if prompt else None,
+        instructions=prompt.instructions if prompt else "",
+        demonstrations=[
+            {"role": turn["role"], "content": turn["content"]}
+            for turn in (prompt.demonstrations if prompt else [])
+        ],
+        adapter_version_id=adapter.id if adapter else None,
+        adapter_version=adapter.version if adapter else None,
+        adapter=adapter_ref(adapter) if adapter else None,
+        sampling=SamplingParams(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop_sequences,
+        ),
+        stream=request.stream,
+    )
+
+
+def sampling_record(serving: ServingContext) -> dict[str, Any]:
+    s = serving.sampling
+    return {
+        "max_tokens": s.max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "seed": s.seed,
+        "stop": list(s.stop),
+    }
+
+
+def make_recorder(database: Database) -> Recorder:
+    def record(serving: ServingContext, messages: list[ChatMessage], outcome: Outcome) -> None:
+        rollout = Rollout(
+            id=serving.completion_id,
+            tenant_id=serving.tenant_id,
+            agent_id=serving.agent_id,
+            prompt_version_id=serving.prompt_version_id,
+            adapter_version_id=serving.adapter_version_id,
+            api_key_id=serving.api_key_id,
+            messages=[dict(m) for m in messages],
+            completion=outcome.text,
+            sampling=sampling_record(serving),
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            latency_ms=int((time.perf_counter() - serving.started) * 1000),
+            finish_reason=outcome.finish_reason,
+            stream=serving.stream,
+        )
+        with database.session() as session:
+            record_rollout(session, rollout)
+
+    return record
+
+
+def version_headers(serving: ServingContext) -> dict[str, str]:
+    """Which versions served the answer; `none` means the base model without an adapter."""
+    return {
+        "x-fastslow-prompt-version": str(serving.prompt_version or "none"),
+        "x-fastslow-adapter-version": str(serving.adapter_version or "none"),
+        "x-fastslow-completion-id": serving.completion_id,
+    }

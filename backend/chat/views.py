@@ -1,0 +1,186 @@
+"""OpenAI-compatible endpoints: `/v1/chat/completions` and `/v1/models`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from backend.agents.service import list_agents
+from backend.api.deps import DatabaseDep, MemberDep, SessionDep, SettingsDep
+from backend.chat.schemas import ChatCompletionRequest, ModelCard, ModelList
+from backend.chat.service import conversation_of, resolve_serving, version_headers
+from backend.engines import EngineError, EngineUnavailable, Generation
+from backend.errors import EngineFailure, Unavailable
+from backend.runtime.agent import AgentRuntime, Outcome, ServingContext
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(caller: MemberDep, session: SessionDep) -> ModelList:
+    """The tenant's agents, as OpenAI models (`model` = agent slug)."""
+    agents = list_agents(session, tenant_id=caller.tenant_id)
+    return ModelList(
+        data=[
+            ModelCard(id=a.slug, created=int(a.created_at.timestamp()), owned_by="fastslow")
+            for a in agents
+        ]
+    )
+
+
+def _runtime(request: Request) -> AgentRuntime:
+    runtime: AgentRuntime = request.app.state.runtime
+    return runtime
+
+
+def _engine_error(exc: EngineError, retry_after_s: int) -> Exception:
+    if isinstance(exc, EngineUnavailable):
+        return Unavailable(f"the model engine is unavailable: {exc}", retry_after_s=retry_after_s)
+    return EngineFailure(f"the model engine failed: {exc}")
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    caller: MemberDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    request: Request,
+) -> JSONResponse | StreamingResponse:
+    """Chat with an agent; the answer is stored as a rollout before the response ends."""
+    messages = conversation_of(body, settings)
+
+    def resolve() -> ServingContext:
+        with database.session() as session:
+            return resolve_serving(session, caller=caller, request=body)
+
+    serving = await run_in_threadpool(resolve)
+    runtime = _runtime(request)
+    headers = version_headers(serving)
+    created = int(time.time())
+
+    if not body.stream:
+        try:
+            generation = await runtime.run(serving, messages)
+        except EngineError as exc:
+            raise _engine_error(exc, settings.engine_retry_after_s) from exc
+        return JSONResponse(_completion(serving, generation, created), headers=headers)
+
+    events = runtime.stream(serving, messages)
+    try:
+        # Wait for the first piece so that an engine outage is still a proper 503, not a
+        # broken stream.
+        first = await anext(events)
+    except EngineError as exc:
+        raise _engine_error(exc, settings.engine_retry_after_s) from exc
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _sse(runtime, serving, messages, first, events, created, include_usage),
+        media_type="text/event-stream",
+        headers={**headers, "Cache-Control": "no-cache"},
+    )
+
+
+def _completion(serving: ServingContext, generation: Generation, created: int) -> dict[str, Any]:
+    return {
+        "id": serving.completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": serving.agent_slug,
+        "system_fingerprint": _fingerprint(serving),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": generation.text},
+                "finish_reason": generation.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(generation),
+    }
+
+
+def _usage(generation: Generation) -> dict[str, int]:
+    return {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+    }
+
+
+def _fingerprint(serving: ServingContext) -> str:
+    return f"fastslow-p{serving.prompt_version or 0}-a{serving.adapter_version or 0}"
+
+
+def _chunk(
+    serving: ServingContext, created: int, delta: dict[str, Any], finish: str | None = None
+) -> str:
+    payload = {
+        "id": serving.completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": serving.agent_slug,
+        "system_fingerprint": _fingerprint(serving),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+async def _sse(
+    runtime: AgentRuntime,
+    serving: ServingContext,
+    messages: list[Any],
+    first: str | Generation,
+    events: AsyncIterator[str | Generation],
+    created: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    pieces: list[str] = []
+    recorded = False  # the graph's record node has stored the rollout
+    outcome: Outcome | None = None
+    try:
+        yield _chunk(serving, created, {"role": "assistant", "content": ""})
+        item = first
+        while True:
+            if isinstance(item, Generation):
+                recorded = True
+                yield _chunk(serving, created, {}, item.finish_reason)
+                if include_usage:
+                    usage = {
+                        "id": serving.completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": serving.agent_slug,
+                        "choices": [],
+                        "usage": _usage(item),
+                    }
+                    yield f"data: {json.dumps(usage)}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            pieces.append(item)
+            yield _chunk(serving, created, {"content": item})
+            item = await anext(events)
+    except EngineError as exc:
+        # Headers are gone already: report in-band, and keep what was produced.
+        logger.warning("engine failed mid-stream for %s: %s", serving.completion_id, exc)
+        outcome = Outcome("".join(pieces), "error")
+        error = {"error": {"message": f"the model engine failed: {exc}", "type": "engine_error"}}
+        yield f"data: {json.dumps(error)}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if not recorded:
+            # Client gone (or engine failed): stop generating and keep the partial answer.
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # type: ignore[attr-defined]
+                cut = outcome or Outcome("".join(pieces), "cancelled")
+                await run_in_threadpool(runtime.recorder, serving, messages, cut)

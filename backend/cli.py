@@ -1,0 +1,273 @@
+"""`fastslow`: run and administer the platform. Every command reads the same FASTSLOW_* settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Annotated
+
+import httpx
+import typer
+
+from backend.config import Settings, get_settings
+
+app = typer.Typer(
+    help="fastslow: agents that keep learning from the people who use them.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
+model_app = typer.Typer(help="The base model.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(key_app, name="key")
+app.add_typer(model_app, name="model")
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FASTSLOW_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address [FASTSLOW_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [FASTSLOW_PORT].")] = None,
+    workers: Annotated[int, typer.Option(help="API processes (vLLM engine only).")] = 1,
+) -> None:
+    """Run the HTTP API (OpenAI-compatible chat at /v1, admin at /api/v1)."""
+    import uvicorn
+
+    _logging()
+    settings = get_settings()
+    if workers > 1 and settings.engine == "local":
+        raise typer.BadParameter("the local engine lives in one process; use --workers 1")
+    uvicorn.run(
+        "backend.api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Queues to consume.")] = "fast,train,maintenance",
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run a Celery worker (learning jobs)."""
+    from worker.app import celery_app
+
+    _logging()
+    celery_app.worker_main(
+        ["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", _node()]
+    )
+
+
+def _node() -> str:
+    return f"fastslow-{uuid.uuid4().hex[:8]}@%h"
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat (periodic housekeeping). Run exactly one."""
+    from worker.app import celery_app
+
+    _logging()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "celerybeat-schedule"
+    celery_app.start(["beat", "-s", str(schedule), "--loglevel", "INFO"])
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Bind address [FASTSLOW_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [FASTSLOW_PORT].")] = None,
+) -> None:
+    """Migrate, prepare the model, then run API + worker + beat until Ctrl-C."""
+    _logging()
+    settings = get_settings()
+    _prepare(settings)
+    host, port = host or settings.host, port or settings.port
+    me = [sys.executable, "-m", "backend.cli"]
+    children = [
+        subprocess.Popen([*me, "worker"]),
+        subprocess.Popen([*me, "beat"]),
+        subprocess.Popen([*me, "api", "--host", host, "--port", str(port)]),
+    ]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        _wait_healthy(url, children)
+        typer.echo(f"\nfastslow is up at {url}  (OpenAI base URL: {url}/v1; Ctrl-C stops)\n")
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        stopped = [str(c.args) for c in children if c.poll() is not None]
+        typer.echo(f"stopping: a process exited ({', '.join(stopped)})", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
+def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise typer.Exit(1)
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise typer.Exit(1)
+
+
+def _prepare(settings: Settings) -> None:
+    from backend import migrate
+    from backend.basemodel import prepare_base_model
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    if settings.engine == "local":
+        path = prepare_base_model(settings)
+        typer.echo(f"base model ready at {path}")
+
+
+# -- database ------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from backend import migrate
+
+    migrate.upgrade(get_settings().database_url, revision)
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (`base` removes everything)."""
+    from backend import migrate
+
+    migrate.downgrade(get_settings().database_url, revision)
+
+
+# -- tenants and keys ----------------------------------------------------------------------
+
+
+@tenant_app.command("create")
+def tenant_create(name: str) -> None:
+    """Create tenant NAME; prints its id and an admin key (shown once)."""
+    from backend.db import Database
+    from backend.errors import DomainError
+    from backend.tenants.service import create_tenant
+
+    database = Database(get_settings().database_url)
+    try:
+        with database.session() as session:
+            tenant, issued = create_tenant(session, name=name)
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    _print_json({"tenant_id": str(tenant.id), "name": tenant.name, "admin_key": issued.plaintext})
+
+
+@tenant_app.command("list")
+def tenant_list() -> None:
+    """List tenants."""
+    from backend.db import Database
+    from backend.tenants.service import list_tenants
+
+    database = Database(get_settings().database_url)
+    with database.session() as session:
+        rows = [{"tenant_id": str(t.id), "name": t.name} for t in list_tenants(session)]
+    database.dispose()
+    _print_json(rows)
+
+
+@key_app.command("create")
+def key_create(
+    tenant_id: Annotated[str, typer.Option("--tenant-id", help="The tenant's id.")],
+    role: Annotated[str, typer.Option(help="admin or member.")] = "member",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Create an API key for a tenant; prints it (shown once)."""
+    from backend.db import Database
+    from backend.errors import DomainError
+    from backend.tenants.models import Role
+    from backend.tenants.service import create_api_key
+
+    try:
+        parsed_role = Role(role)
+        parsed_tenant = uuid.UUID(tenant_id)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    database = Database(get_settings().database_url)
+    try:
+        with database.session() as session:
+            issued = create_api_key(session, tenant_id=parsed_tenant, role=parsed_role, name=name)
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    _print_json({"key_id": str(issued.api_key.id), "role": role, "key": issued.plaintext})
+
+
+# -- model ---------------------------------------------------------------------------------
+
+
+@model_app.command("prepare")
+def model_prepare(
+    force: Annotated[bool, typer.Option(help="Convert again even if present.")] = False,
+) -> None:
+    """Convert the packaged SmolLM2-135M-Instruct into a checkpoint under the data dir."""
+    from backend.basemodel import ModelPrepareError, prepare_base_model
+
+    _logging()
+    try:
+        path = prepare_base_model(get_settings(), force=force)
+    except ModelPrepareError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(str(path))
+
+
+if __name__ == "__main__":
+    app()

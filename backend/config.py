@@ -1,0 +1,119 @@
+"""All settings of a fastslow process, read once from `FASTSLOW_*` environment variables.
+
+The defaults are the embedded deployment: a SQLite file and a SQLite-backed Celery transport
+under `data_dir`, and the packaged base model served in-process. Production points
+`database_url`, `broker_url` and `engine`/`engine_url` at PostgreSQL, Redis and vLLM.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FASTSLOW_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="`production` refuses to start without a platform key."
+    )
+    data_dir: Path = Field(
+        Path("data"), description="Where the SQLite files, prepared models and adapters live."
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; default `sqlite:///<data_dir>/fastslow.db`."
+    )
+    broker_url: str = Field(
+        "",
+        description="Celery broker URL; default a server-less SQLite transport "
+        "`sqla+sqlite:///<data_dir>/broker.db`. Use `redis://...` in production.",
+    )
+    engine: Literal["local", "vllm"] = Field(
+        "local", description="`local`: transformers+peft in-process; `vllm`: a vLLM server."
+    )
+    engine_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of the vLLM OpenAI-compatible server."
+    )
+    engine_api_key: SecretStr | None = Field(None, description="Bearer key for the vLLM server.")
+    engine_timeout_s: float = Field(300.0, gt=0, description="Timeout of one engine call.")
+    engine_retry_after_s: int = Field(
+        5, ge=1, description="`Retry-After` sent with 503 while the engine is unreachable."
+    )
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL,
+        description="Base model: a name prepared under `<data_dir>/models/` or a local HF "
+        "checkpoint directory. Its directory name is the name agents and vLLM use.",
+    )
+    platform_key: SecretStr | None = Field(
+        None, description="Platform-level key that may create tenants over HTTP."
+    )
+    host: str = Field("127.0.0.1", description="Address `fastslow api`/`up` bind to.")
+    port: int = Field(8080, description="Port `fastslow api`/`up` listen on.")
+    max_request_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
+    max_messages: int = Field(64, gt=0, description="Most messages in one chat request.")
+    max_message_chars: int = Field(32_000, gt=0, description="Longest single message.")
+    default_max_tokens: int = Field(
+        512, gt=0, description="`max_tokens` cap of a new agent unless it sets its own."
+    )
+    max_lora_rank: int = Field(
+        64, gt=0, description="Largest LoRA rank accepted (vLLM's `--max-lora-rank`)."
+    )
+    max_adapter_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="Largest accepted adapter upload."
+    )
+    local_engine_max_adapters: int = Field(
+        8, gt=0, description="Adapters kept resident by the local engine (LRU)."
+    )
+    local_engine_threads: int = Field(
+        0, ge=0, description="torch threads of the local engine; 0 keeps torch's default."
+    )
+    job_heartbeat_timeout_s: int = Field(
+        600, gt=0, description="A running job silent for longer is marked failed by the reaper."
+    )
+    reaper_interval_s: float = Field(60.0, gt=0, description="How often beat runs the reaper.")
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        data_dir = self.data_dir.expanduser().resolve()
+        self.data_dir = data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data_dir / 'fastslow.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+        if self.environment == "production" and not self.platform_key:
+            raise ValueError(
+                "FASTSLOW_PLATFORM_KEY must be set when FASTSLOW_ENVIRONMENT=production"
+            )
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def base_model_path(self) -> Path:
+        """The base model's checkpoint directory (a path as given, or a prepared name)."""
+        as_path = Path(self.base_model).expanduser()
+        if as_path.is_absolute() or as_path.exists():
+            return as_path.resolve()
+        return self.models_dir / self.base_model
+
+    @property
+    def base_model_name(self) -> str:
+        """The name agents, rollouts and the vLLM server (`--served-model-name`) use."""
+        return self.base_model_path.name
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,67 @@
+"""The contract between the API (producer) and the workers (consumers): task names, queues,
+payloads, and the Celery app both sides build from the same settings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Celery
+
+from backend.config import Settings
+from backend.errors import Unavailable
+from backend.jobs.models import JobKind
+
+EVALUATE_TASK = "fastslow.jobs.evaluate"
+REAP_TASK = "fastslow.jobs.reap_stale"
+
+# `fast`: prompt optimisation and evaluation (CPU is fine); `train`: LoRA RL (GPU workers);
+# `maintenance`: small periodic housekeeping.
+QUEUES = ("fast", "train", "maintenance")
+TASK_OF_KIND: dict[str, str] = {JobKind.EVALUATE: EVALUATE_TASK}
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    EVALUATE_TASK: {"queue": "fast"},
+    REAP_TASK: {"queue": "maintenance"},
+}
+# Long jobs: a message is redelivered only if its worker has not acked it for this long.
+VISIBILITY_TIMEOUT_S = 6 * 3600
+
+
+def _transport_options(broker_url: str) -> dict[str, Any]:
+    # Redis and SQS redeliver unacked messages after a visibility timeout; keep it longer than
+    # the longest job. (The SQLAlchemy transport hands its options to create_engine instead.)
+    if broker_url.startswith(("redis", "rediss", "sqs")):
+        return {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    return {}
+
+
+def job_payload(job_id: uuid.UUID) -> dict[str, Any]:
+    """Every job task takes only the job id; the worker reads the rest from the database."""
+    return {"job_id": str(job_id)}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("fastslow", broker=settings.broker_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue="maintenance",
+        task_routes=TASK_ROUTES,
+        broker_transport_options=_transport_options(settings.broker_url),
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "reap-stale-jobs": {"task": REAP_TASK, "schedule": settings.reaper_interval_s},
+        },
+    )
+    return app
+
+
+def dispatch_job(app: Celery, *, job_id: uuid.UUID, kind: str) -> None:
+    try:
+        app.send_task(TASK_OF_KIND[kind], kwargs=job_payload(job_id))
+    except Exception as exc:  # kombu raises many types when the broker is down
+        raise Unavailable(f"the job queue is unavailable: {exc}") from exc

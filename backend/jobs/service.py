@@ -1,0 +1,138 @@
+"""Jobs: created by the API, run by workers, watched by people.
+
+Workers report through `JobReporter`, which is all learning code sees of the job system: it
+runs the same with or without Celery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backend.db import Database, utcnow
+from backend.errors import NotFound
+from backend.jobs.models import Job, JobStatus
+
+LOG_TAIL_CHARS = 8_000
+
+
+def create_job(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    agent_id: uuid.UUID | None,
+    kind: str,
+    params: dict[str, Any],
+    created_by: uuid.UUID | None,
+) -> Job:
+    job = Job(
+        tenant_id=tenant_id, agent_id=agent_id, kind=kind, params=params, created_by=created_by
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    agent_id: uuid.UUID | None = None,
+    kind: str | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+) -> list[Job]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if agent_id is not None:
+        query = query.where(Job.agent_id == agent_id)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit)))
+
+
+def start_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
+    """Claim a queued job for this worker; None if it is gone, finished or already claimed
+    (a redelivered message must not run a job twice)."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now)
+    )
+    session.commit()
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Job, job_id)
+
+
+def fail_job(session: Session, *, job_id: uuid.UUID, error: str) -> None:
+    _finish(session, job_id, JobStatus.FAILED, error=error[:10_000])
+
+
+def finish_job(
+    session: Session, *, job_id: uuid.UUID, result: dict[str, Any], metrics: dict[str, Any]
+) -> None:
+    _finish(session, job_id, JobStatus.SUCCEEDED, result=result, metrics=metrics)
+
+
+def _finish(session: Session, job_id: uuid.UUID, status: JobStatus, **values: Any) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(status=status, finished_at=utcnow(), **values)
+    )
+    session.commit()
+
+
+def reap_stale_jobs(session: Session, *, timeout: timedelta) -> int:
+    """Fail running jobs whose worker stopped sending heartbeats (it died or was killed)."""
+    cutoff = utcnow() - timeout
+    stale = session.execute(
+        update(Job)
+        .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+        .values(
+            status=JobStatus.FAILED,
+            finished_at=utcnow(),
+            error=f"worker lost: no heartbeat for {int(timeout.total_seconds())} s",
+        )
+    )
+    session.commit()
+    return int(stale.rowcount)  # type: ignore[attr-defined]
+
+
+class JobReporter:
+    """How long-running code reports progress; each report is also a heartbeat."""
+
+    def __init__(self, database: Database, job_id: uuid.UUID) -> None:
+        self.database = database
+        self.job_id = job_id
+        self._log: list[str] = []
+
+    def progress(self, step: int, total: int, metrics: dict[str, Any] | None = None) -> None:
+        values: dict[str, Any] = {"step": step, "total": total, "heartbeat_at": utcnow()}
+        if metrics is not None:
+            values["metrics"] = metrics
+        self._update(values)
+
+    def log(self, line: str) -> None:
+        self._log.append(line)
+        tail = "\n".join(self._log)[-LOG_TAIL_CHARS:]
+        self._update({"log_tail": tail, "heartbeat_at": utcnow()})
+
+    def _update(self, values: dict[str, Any]) -> None:
+        with self.database.session() as session:
+            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+            session.commit()

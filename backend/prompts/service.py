@@ -1,0 +1,126 @@
+"""Prompt versions: immutable contexts of an agent, and the live pointer that selects one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.agents.models import Agent
+from backend.agents.service import record_activation
+from backend.errors import Conflict, NotFound
+from backend.prompts.models import PromptSource, PromptVersion
+
+_VERSION_RETRIES = 3
+
+
+def create_prompt_version(
+    session: Session,
+    *,
+    agent: Agent,
+    instructions: str,
+    demonstrations: Sequence[dict[str, Any]],
+    source: PromptSource,
+    parent_id: uuid.UUID | None,
+    note: str = "",
+    scores: dict[str, Any] | None = None,
+    job_id: uuid.UUID | None = None,
+    created_by: uuid.UUID | None = None,
+    activate: bool,
+) -> PromptVersion:
+    """Add the next version of `agent`'s prompt (and make it live if `activate`), committed."""
+    for _ in range(_VERSION_RETRIES):
+        number = (
+            session.scalar(
+                select(func.max(PromptVersion.version)).where(PromptVersion.agent_id == agent.id)
+            )
+            or 0
+        ) + 1
+        row = PromptVersion(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            version=number,
+            instructions=instructions,
+            demonstrations=[dict(turn) for turn in demonstrations],
+            parent_id=parent_id,
+            source=source,
+            scores=scores or {},
+            note=note,
+            job_id=job_id,
+            created_by=created_by,
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:  # another writer took this number; take the next one
+            session.rollback()
+            session.refresh(agent)
+            continue
+        if activate:
+            _point_to(session, agent, row, reason=note, actor_key_id=created_by, job_id=job_id)
+        session.commit()
+        return row
+    raise Conflict("too many concurrent prompt edits; try again")
+
+
+def list_prompt_versions(session: Session, *, agent: Agent) -> list[PromptVersion]:
+    query = (
+        select(PromptVersion)
+        .where(PromptVersion.agent_id == agent.id, PromptVersion.tenant_id == agent.tenant_id)
+        .order_by(PromptVersion.version.desc())
+    )
+    return list(session.scalars(query))
+
+
+def get_prompt_version(session: Session, *, agent: Agent, version: int) -> PromptVersion:
+    row = session.scalar(
+        select(PromptVersion).where(
+            PromptVersion.agent_id == agent.id,
+            PromptVersion.tenant_id == agent.tenant_id,
+            PromptVersion.version == version,
+        )
+    )
+    if row is None:
+        raise NotFound(f"agent {agent.slug!r} has no prompt version {version}")
+    return row
+
+
+def activate_prompt_version(
+    session: Session,
+    *,
+    agent: Agent,
+    version: int,
+    reason: str = "",
+    actor_key_id: uuid.UUID | None = None,
+) -> PromptVersion:
+    """Move the live pointer to an existing version (rollback copies nothing)."""
+    row = get_prompt_version(session, agent=agent, version=version)
+    _point_to(session, agent, row, reason=reason, actor_key_id=actor_key_id, job_id=None)
+    session.commit()
+    return row
+
+
+def _point_to(
+    session: Session,
+    agent: Agent,
+    row: PromptVersion,
+    *,
+    reason: str,
+    actor_key_id: uuid.UUID | None,
+    job_id: uuid.UUID | None,
+) -> None:
+    record_activation(
+        session,
+        agent=agent,
+        kind="prompt",
+        from_version=agent.live_prompt_version,
+        to_version=row.version,
+        reason=reason,
+        actor_key_id=actor_key_id,
+        job_id=job_id,
+    )
+    agent.live_prompt_version_id = row.id

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.agents.service import get_agent
+from backend.api.deps import AdminDep, SessionDep
+from backend.prompts import service
+from backend.prompts.models import PromptSource, PromptVersion
+from backend.prompts.schemas import ActivationRequest, PromptVersionCreate, PromptVersionRead
+
+router = APIRouter(prefix="/api/v1/agents/{slug}/prompts", tags=["prompts"])
+
+
+def _read(row: PromptVersion, live_id: object) -> PromptVersionRead:
+    return PromptVersionRead.model_validate(row).model_copy(update={"live": row.id == live_id})
+
+
+@router.get("", response_model=list[PromptVersionRead])
+def list_prompt_versions(
+    slug: str, caller: AdminDep, session: SessionDep
+) -> list[PromptVersionRead]:
+    """Every prompt version of the agent, newest first."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    rows = service.list_prompt_versions(session, agent=agent)
+    return [_read(row, agent.live_prompt_version_id) for row in rows]
+
+
+@router.post("", status_code=201, response_model=PromptVersionRead)
+def create_prompt_version(
+    slug: str, body: PromptVersionCreate, caller: AdminDep, session: SessionDep
+) -> PromptVersionRead:
+    """A manual edit: a new version whose parent is the live one."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    row = service.create_prompt_version(
+        session,
+        agent=agent,
+        instructions=body.instructions,
+        demonstrations=[turn.model_dump() for turn in body.demonstrations],
+        source=PromptSource.MANUAL,
+        parent_id=agent.live_prompt_version_id,
+        note=body.note,
+        created_by=caller.key_id,
+        activate=body.activate,
+    )
+    return _read(row, agent.live_prompt_version_id)
+
+
+@router.get("/{version}", response_model=PromptVersionRead)
+def get_prompt_version(
+    slug: str, version: int, caller: AdminDep, session: SessionDep
+) -> PromptVersionRead:
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    row = service.get_prompt_version(session, agent=agent, version=version)
+    return _read(row, agent.live_prompt_version_id)
+
+
+@router.post("/{version}/activate", response_model=PromptVersionRead)
+def activate_prompt_version(
+    slug: str, version: int, body: ActivationRequest, caller: AdminDep, session: SessionDep
+) -> PromptVersionRead:
+    """Make an existing version live (rollback moves the pointer; it copies nothing)."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    row = service.activate_prompt_version(
+        session, agent=agent, version=version, reason=body.reason, actor_key_id=caller.key_id
+    )
+    return _read(row, agent.live_prompt_version_id)

@@ -1,0 +1,138 @@
+"""Tenants and their API keys: creation, authentication, revocation.
+
+A key looks like `fsk_<lookup>_<secret>`. The lookup part finds the row; only a salted SHA-256
+of the secret is stored (the secret is 256 random bits, so a slow hash adds nothing but latency
+to every request), and the whole key is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.db import utcnow
+from backend.errors import Conflict, NotFound
+from backend.tenants.models import ApiKey, Role, Tenant
+
+KEY_PREFIX = "fsk"
+# Writing last_used_at on every request would turn each read into a write; a minute is plenty.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: the row, and the plaintext that is never shown again."""
+
+    api_key: ApiKey
+    plaintext: str
+
+
+@dataclass(frozen=True)
+class TenantCaller:
+    """A request made with a tenant's key; every query it makes is scoped to `tenant_id`."""
+
+    tenant_id: uuid.UUID
+    key_id: uuid.UUID
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+@dataclass(frozen=True)
+class PlatformCaller:
+    """A request made with the platform key: it manages tenants and sees no tenant's data."""
+
+
+Principal = TenantCaller | PlatformCaller
+
+
+def _hash(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+def create_tenant(session: Session, *, name: str) -> tuple[Tenant, IssuedKey]:
+    """Create a tenant and its first admin key."""
+    if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+        raise Conflict(f"a tenant named {name!r} already exists", param="name")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"a tenant named {name!r} already exists", param="name") from None
+    issued = _new_key(session, tenant_id=tenant.id, role=Role.ADMIN, name="initial admin key")
+    session.commit()
+    return tenant, issued
+
+
+def list_tenants(session: Session) -> list[Tenant]:
+    return list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
+
+
+def create_api_key(session: Session, *, tenant_id: uuid.UUID, role: Role, name: str) -> IssuedKey:
+    if session.get(Tenant, tenant_id) is None:
+        raise NotFound(f"tenant {tenant_id} not found")
+    issued = _new_key(session, tenant_id=tenant_id, role=role, name=name)
+    session.commit()
+    return issued
+
+
+def _new_key(session: Session, *, tenant_id: uuid.UUID, role: Role, name: str) -> IssuedKey:
+    lookup = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    row = ApiKey(
+        tenant_id=tenant_id,
+        lookup=lookup,
+        salt=salt,
+        secret_hash=_hash(salt, secret),
+        name=name,
+        role=role,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedKey(row, f"{KEY_PREFIX}_{lookup}_{secret}")
+
+
+def list_api_keys(session: Session, *, tenant_id: uuid.UUID) -> list[ApiKey]:
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+    return list(session.scalars(query))
+
+
+def revoke_api_key(session: Session, *, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    row = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
+    if row is None:
+        raise NotFound(f"API key {key_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.commit()
+    return row
+
+
+def authenticate(session: Session, plaintext: str) -> TenantCaller | None:
+    """The principal of a tenant key, or None if it is malformed, unknown or revoked."""
+    parts = plaintext.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    _, lookup, secret = parts
+    row = session.scalar(select(ApiKey).where(ApiKey.lookup == lookup))
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, _hash(row.salt, secret)):
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.commit()
+    return TenantCaller(tenant_id=row.tenant_id, key_id=row.id, role=row.role)

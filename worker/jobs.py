@@ -1,0 +1,86 @@
+"""Running a job: claim it, keep its heartbeat, run the work, record the outcome.
+
+Independent of Celery: tasks call `run_job` with the job id they received.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+
+from backend.db import Database, utcnow
+from backend.jobs import service
+from backend.jobs.models import Job
+from backend.jobs.service import JobReporter
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 15.0
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    result: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+Work = Callable[[Job, JobReporter], Coroutine[Any, Any, JobOutcome]]
+
+
+class _Heartbeat(threading.Thread):
+    """Marks the job alive while the work runs, even through long silent steps."""
+
+    def __init__(self, database: Database, job_id: uuid.UUID, interval_s: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.database, self.job_id, self.interval_s = database, job_id, interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            try:
+                with self.database.session() as session:
+                    session.execute(
+                        update(Job).where(Job.id == self.job_id).values(heartbeat_at=utcnow())
+                    )
+                    session.commit()
+            except Exception:  # a missed beat is harmless; the reaper allows many
+                logger.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+
+
+def run_job(
+    database: Database,
+    job_id: uuid.UUID,
+    work: Work,
+    run: Callable[[Coroutine[Any, Any, JobOutcome]], JobOutcome],
+    *,
+    heartbeat_s: float = HEARTBEAT_INTERVAL_S,
+) -> bool:
+    """Run `work` for a queued job; False if the job was not there to claim."""
+    with database.session() as session:
+        job = service.start_job(session, job_id=job_id)
+    if job is None:
+        logger.info("job %s is not queued any more; skipping", job_id)
+        return False
+    reporter = JobReporter(database, job_id)
+    heartbeat = _Heartbeat(database, job_id, heartbeat_s)
+    heartbeat.start()
+    try:
+        outcome = run(work(job, reporter))
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        reporter.log(traceback.format_exc())
+        with database.session() as session:
+            service.fail_job(session, job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+        return True
+    finally:
+        heartbeat.stopped.set()
+    with database.session() as session:
+        service.finish_job(session, job_id=job_id, result=outcome.result, metrics=outcome.metrics)
+    return True

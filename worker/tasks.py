@@ -1,0 +1,38 @@
+"""Celery tasks: thin wrappers that take ids and call code that runs without Celery."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from backend.jobs.models import Job
+from backend.jobs.queue import EVALUATE_TASK, REAP_TASK
+from backend.jobs.service import JobReporter, reap_stale_jobs
+from worker.app import celery_app
+from worker.evaluation import evaluate_agent
+from worker.jobs import JobOutcome, run_job
+from worker.resources import resources
+
+logger = logging.getLogger(__name__)
+
+
+@celery_app.task(name=EVALUATE_TASK)  # type: ignore[untyped-decorator]
+def evaluate(job_id: str) -> None:
+    res = resources()
+
+    async def work(job: Job, reporter: JobReporter) -> JobOutcome:
+        return await evaluate_agent(res.database, res.engine, job, reporter)
+
+    run_job(res.database, uuid.UUID(job_id), work, res.run)
+
+
+@celery_app.task(name=REAP_TASK)  # type: ignore[untyped-decorator]
+def reap_stale() -> int:
+    res = resources()
+    timeout = timedelta(seconds=res.settings.job_heartbeat_timeout_s)
+    with res.database.session() as session:
+        reaped = reap_stale_jobs(session, timeout=timeout)
+    if reaped:
+        logger.warning("reaped %d jobs whose workers stopped", reaped)
+    return reaped
