@@ -46,6 +46,8 @@ def error_response(
     detail: Any = None,
 ) -> JSONResponse:
     if _is_openai(request):
+        # OpenAI answers every invalid request with 400; its clients expect that.
+        status = 400 if status == 422 else status
         kind = _OPENAI_TYPES.get(
             status, "server_error" if status >= 500 else "invalid_request_error"
         )

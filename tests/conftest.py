@@ -1,0 +1,173 @@
+"""Test fixtures: real databases, a real broker, the real base model, real processes.
+
+The stack is chosen by FASTSLOW_TEST_STACK:
+- `postgres` (default; CI): PostgreSQL (a fresh database per run) and a Redis broker.
+- `sqlite`: the embedded default: a SQLite file and the server-less SQLite Celery transport.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from backend import migrate
+from backend.api.app import create_app
+from backend.basemodel import is_prepared, prepare_base_model
+from backend.config import DEFAULT_BASE_MODEL, Settings
+from backend.db import Database
+from backend.engines.local import LocalEngine
+from backend.tenants.models import Role
+from backend.tenants.service import create_api_key, create_tenant
+from tests.support import ARTIFACTS, REPO
+
+STACK = os.environ.get("FASTSLOW_TEST_STACK", "postgres")
+POSTGRES_URL = os.environ.get(
+    "FASTSLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("FASTSLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+PLATFORM_KEY = "platform-test-key-" + uuid.uuid4().hex
+
+
+def pytest_report_header() -> str:
+    return f"fastslow test stack: {STACK}"
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The real base model, prepared once into the repo's data dir and reused across runs."""
+    configured = os.environ.get("FASTSLOW_TEST_BASE_MODEL")
+    if configured:
+        return Path(configured)
+    settings = Settings(data_dir=REPO / "data", base_model=DEFAULT_BASE_MODEL)
+    if not is_prepared(settings.base_model_path):
+        prepare_base_model(settings)
+    return settings.base_model_path
+
+
+def _postgres_database(name: str) -> str:
+    url = make_url(POSTGRES_URL)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres_database(name: str) -> None:
+    url = make_url(POSTGRES_URL)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The settings every process of this test run shares (as FASTSLOW_* variables too)."""
+
+    settings: Settings
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("data")
+    db_name = f"fastslow_test_{uuid.uuid4().hex[:10]}"
+    if STACK == "postgres":
+        database_url = _postgres_database(db_name)
+        broker_url = REDIS_URL
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    elif STACK == "sqlite":
+        database_url = f"sqlite:///{data_dir / 'fastslow.db'}"
+        broker_url = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+    else:
+        raise pytest.UsageError(f"unknown FASTSLOW_TEST_STACK {STACK!r}")
+    env = {
+        "FASTSLOW_DATA_DIR": str(data_dir),
+        "FASTSLOW_DATABASE_URL": database_url,
+        "FASTSLOW_BROKER_URL": broker_url,
+        "FASTSLOW_BASE_MODEL": str(base_model_dir),
+        "FASTSLOW_PLATFORM_KEY": PLATFORM_KEY,
+        "FASTSLOW_ENGINE": "local",
+        # Tests keep answers short; the cap keeps a wrong test from generating for minutes.
+        "FASTSLOW_DEFAULT_MAX_TOKENS": "64",
+    }
+    os.environ.update(env)  # for code under test that reads get_settings()
+    migrate.upgrade(database_url)
+    settings = Settings()
+    yield Stack(settings, env)
+    if STACK == "postgres":
+        _drop_postgres_database(db_name)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    return stack.settings
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def local_engine(base_model_dir: Path) -> LocalEngine:
+    """The real base model in-process, loaded once for the whole run."""
+    return LocalEngine(base_model_dir, base_model_dir.name)
+
+
+@pytest.fixture(scope="session")
+def app_client(settings: Settings, local_engine: LocalEngine) -> Iterator[TestClient]:
+    """The real app (real database, real model) called in-process."""
+    with TestClient(create_app(settings, engine=local_engine)) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    tenant_id: uuid.UUID
+    name: str
+    admin: str
+    member: str
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin if role == 'admin' else self.member}"}
+
+
+@pytest.fixture
+def new_tenant(database: Database) -> Callable[[], TenantKeys]:
+    """Make a fresh tenant with an admin and a member key (tests never share tenants)."""
+
+    def make() -> TenantKeys:
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        with database.session() as session:
+            tenant, admin = create_tenant(session, name=name)
+            member = create_api_key(session, tenant_id=tenant.id, role=Role.MEMBER, name="m")
+        return TenantKeys(tenant.id, name, admin.plaintext, member.plaintext)
+
+    return make
+
+
+@pytest.fixture
+def tenant(new_tenant: Callable[[], TenantKeys]) -> TenantKeys:
+    return new_tenant()
+
+
+@pytest.fixture
+def other_tenant(new_tenant: Callable[[], TenantKeys]) -> TenantKeys:
+    return new_tenant()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts_dir() -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
