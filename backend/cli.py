@@ -167,6 +167,22 @@ def _prepare(settings: Settings) -> None:
         typer.echo(f"base model ready at {path}")
 
 
+@app.command()
+def engine(
+    host: Annotated[str, typer.Option(help="Bind address of the vLLM server.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the vLLM server.")] = 8000,
+) -> None:
+    """Run a vLLM server for the base model with runtime LoRA loading (FASTSLOW_ENGINE=vllm)."""
+    from backend.engines.vllm_server import vllm_launch
+
+    settings = get_settings()
+    if not settings.vllm_python.exists():
+        typer.echo(f"error: no vLLM environment at {settings.vllm_python}; run `make vllm-env`")
+        raise typer.Exit(1)
+    launch = vllm_launch(settings, host=host, port=port)
+    os.execve(launch.argv[0], launch.argv, {**os.environ, **launch.env})
+
+
 # -- database ------------------------------------------------------------------------------
 
 

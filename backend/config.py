@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(
         512, gt=0, description="`max_tokens` cap of a new agent unless it sets its own."
     )
+    vllm_python: Path = Field(
+        Path(".venv-vllm/bin/python"),
+        description="Python of the vLLM environment `fastslow engine` runs (`make vllm-env`).",
+    )
+    vllm_max_loras: int = Field(4, gt=0, description="Adapters vLLM keeps on the device at once.")
+    vllm_max_cpu_loras: int = Field(
+        32, gt=0, description="Adapters vLLM keeps in its CPU-side cache."
+    )
+    vllm_extra_args: str = Field("", description="More `vllm serve` flags, space-separated.")
     max_lora_rank: int = Field(
         64, gt=0, description="Largest LoRA rank accepted (vLLM's `--max-lora-rank`)."
     )

@@ -179,6 +179,11 @@ class LocalEngine:
     def _drop(self, name: str) -> None:
         self._peft.delete_adapter(name)
         del self._resident[name]
+        if not self._resident:
+            # peft keeps pointing at the deleted adapter; with none left, take the LoRA layers
+            # out again so the base model serves exactly as before any adapter was loaded.
+            self._base = self._peft.unload()
+            self._peft = None
 
     # -- generation -----------------------------------------------------------------------
 
