@@ -27,7 +27,7 @@ from backend.db import Database
 from backend.engines.local import LocalEngine
 from backend.tenants.models import Role
 from backend.tenants.service import create_api_key, create_tenant
-from tests.support import ARTIFACTS, REPO
+from tests.support import ARTIFACTS, REPO, VENV_BIN, Process, free_port, http_ok, wait_until
 
 STACK = os.environ.get("FASTSLOW_TEST_STACK", "postgres")
 POSTGRES_URL = os.environ.get(
@@ -171,3 +171,34 @@ def other_tenant(new_tenant: Callable[[], TenantKeys]) -> TenantKeys:
 @pytest.fixture(scope="session", autouse=True)
 def _artifacts_dir() -> None:
     ARTIFACTS.mkdir(exist_ok=True)
+
+
+def start_api(stack: Stack, name: str = "api", **env: str) -> tuple[Process, str]:
+    """A real `fastslow api` process on a free port; returns it and its base URL."""
+    port = free_port()
+    api = Process(
+        name,
+        [str(VENV_BIN / "fastslow"), "api", "--port", str(port)],
+        {**stack.env, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/healthz") or not api.alive, timeout=120, what="the API")
+    assert api.alive, api.log_tail()
+    return api, url
+
+
+def start_worker(stack: Stack, name: str = "worker", **env: str) -> Process:
+    """A real Celery worker process (`fastslow worker`) on the run's broker."""
+    worker = Process(name, [str(VENV_BIN / "fastslow"), "worker"], {**stack.env, **env})
+    wait_until(
+        lambda: "ready." in worker.log_tail() or not worker.alive, timeout=120, what="the worker"
+    )
+    assert worker.alive, worker.log_tail()
+    return worker
+
+
+@pytest.fixture(scope="session")
+def api_server(stack: Stack) -> Iterator[str]:
+    api, url = start_api(stack)
+    yield url
+    api.stop()

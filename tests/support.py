@@ -38,15 +38,17 @@ def wait_until(
 class Process:
     """A real child process with its output in test-artifacts/logs/<name>.log."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], *, unset: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         logs = ARTIFACTS / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{name}.log"
-        self._log = self.log_path.open("ab")
+        self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
             args,
-            env={**os.environ, **env},
+            env={k: v for k, v in {**os.environ, **env}.items() if k not in unset},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=REPO,

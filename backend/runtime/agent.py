@@ -12,6 +12,8 @@ new nodes between `generate` and `record`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -70,7 +72,10 @@ class TurnState(TypedDict, total=False):
     serving: ServingContext
     messages: list[ChatMessage]
     engine_messages: list[ChatMessage]
-    generation: Generation
+    generation: Generation | None  # None: the consumer went away before the end
+    # Set when the consumer of a stream goes away. Closing LangGraph's stream does not stop
+    # a running node, so generation watches this to stop the engine at once.
+    abandoned: asyncio.Event
 
 
 def build_context(
@@ -118,17 +123,23 @@ def build_agent_graph(engine: Engine, recorder: Recorder) -> Any:
         if not serving.stream:
             return {"generation": await engine.generate(request)}
         write = get_stream_writer()
+        abandoned = state["abandoned"]
         final: Generation | None = None
-        async for chunk in engine.stream(request):
-            if chunk.text:
-                write(chunk.text)
-            if chunk.generation is not None:
-                final = chunk.generation
+        async with contextlib.aclosing(engine.stream(request)) as chunks:
+            async for chunk in chunks:
+                if abandoned.is_set():
+                    return {"generation": None}  # closing the stream stops the engine
+                if chunk.text:
+                    write(chunk.text)
+                if chunk.generation is not None:
+                    final = chunk.generation
         assert final is not None, "an engine stream must end with the whole generation"
         return {"generation": final}
 
     def record_node(state: TurnState) -> dict[str, Any]:
-        recorder(state["serving"], state["messages"], outcome_of(state["generation"]))
+        generation = state["generation"]
+        if generation is not None:  # an abandoned turn is recorded by whoever abandoned it
+            recorder(state["serving"], state["messages"], outcome_of(generation))
         return {}
 
     graph = StateGraph(TurnState)
@@ -152,19 +163,27 @@ class AgentRuntime:
 
     async def run(self, serving: ServingContext, messages: list[ChatMessage]) -> Generation:
         state = await self._graph.ainvoke({"serving": serving, "messages": messages})
-        generation: Generation = state["generation"]
+        generation: Generation | None = state["generation"]
+        assert generation is not None, "a non-streamed turn always completes"
         return generation
 
     async def stream(
         self, serving: ServingContext, messages: list[ChatMessage]
     ) -> AsyncIterator[str | Generation]:
         """Yield text pieces, then the final Generation once the rollout is recorded."""
-        state_in: TurnState = {"serving": serving, "messages": messages}
+        abandoned = asyncio.Event()
+        state_in: TurnState = {"serving": serving, "messages": messages, "abandoned": abandoned}
         final: dict[str, Any] = {}
-        async for mode, chunk in self._graph.astream(state_in, stream_mode=["custom", "values"]):
-            if mode == "custom":
-                yield str(chunk)
-            else:
-                final = chunk
-        generation: Generation = final["generation"]
+        try:
+            async for mode, chunk in self._graph.astream(
+                state_in, stream_mode=["custom", "values"]
+            ):
+                if mode == "custom":
+                    yield str(chunk)
+                else:
+                    final = chunk
+        finally:
+            abandoned.set()  # no-op once the turn is complete
+        generation: Generation | None = final.get("generation")
+        assert generation is not None, "a turn that was not abandoned has a generation"
         yield generation

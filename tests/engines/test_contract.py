@@ -35,13 +35,13 @@ MAX_TOKENS = 16
 
 
 def greedy(
-    messages: list[ChatMessage], adapter: AdapterRef | None = None, **kw: object
+    messages: list[ChatMessage],
+    adapter: AdapterRef | None = None,
+    *,
+    max_tokens: int = MAX_TOKENS,
+    stop: tuple[str, ...] = (),
 ) -> GenerationRequest:
-    params = SamplingParams(
-        max_tokens=int(kw.get("max_tokens", MAX_TOKENS)),
-        temperature=0.0,
-        stop=tuple(kw.get("stop", ())),
-    )  # type: ignore[arg-type]
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=stop)
     return GenerationRequest(messages=messages, sampling=params, adapter=adapter)
 
 
@@ -59,12 +59,8 @@ def references(base_model_dir: Path, adapters: dict[str, Path]) -> dict[tuple[st
     out: dict[tuple[str, str], str] = {}
     for which, path in (("base", None), ("a", adapters["a"]), ("b", adapters["b"])):
         for name, messages in (("question", QUESTION), ("support", SUPPORT)):
-            out[(which, name)] = reference_generate(
-                base_model_dir,
-                list(messages),
-                MAX_TOKENS,
-                path,  # type: ignore[arg-type]
-            )
+            turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+            out[(which, name)] = reference_generate(base_model_dir, turns, MAX_TOKENS, path)
     return out
 
 
