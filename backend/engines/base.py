@@ -10,7 +10,7 @@ reused, so no engine can serve a stale copy of an older version under a live nam
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
@@ -91,7 +91,7 @@ class Engine(Protocol):
 
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamChunk, None]:
         """Yield text as it is produced; the last chunk has `generation` set.
 
         Closing the iterator early (the client went away) stops the generation.

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ class LocalEngine:
     async def generate(self, request: GenerationRequest) -> Generation:
         return await asyncio.to_thread(self._generate_checked, request, None, threading.Event())
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamChunk, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
         cancel = threading.Event()

@@ -8,9 +8,10 @@ is loaded on first use, which is also how a restarted server gets the live adapt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -99,19 +100,22 @@ class VllmEngine:
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamChunk, None]:
         body = self._body(request, stream=True)
         for attempt in (1, 2):
             try:
-                async for chunk in self._stream_once(body):
-                    yield chunk
+                # aclosing: a consumer that stops early closes the HTTP stream at once, which
+                # makes vLLM abort the request.
+                async with contextlib.aclosing(self._stream_once(body)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
                 return
             except _UnknownModel:
                 if attempt == 2 or request.adapter is None:
                     raise EngineError(f"vLLM does not serve {body['model']}") from None
                 await self.load_adapter(request.adapter)
 
-    async def _stream_once(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+    async def _stream_once(self, body: dict[str, Any]) -> AsyncGenerator[StreamChunk, None]:
         text: list[str] = []
         finish: FinishReason = "stop"
         usage: dict[str, Any] = {}
