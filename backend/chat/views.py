@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -141,7 +141,7 @@ async def _sse(
     serving: ServingContext,
     messages: list[Any],
     first: str | Generation,
-    events: AsyncIterator[str | Generation],
+    events: AsyncGenerator[str | Generation, None],
     created: int,
     include_usage: bool,
 ) -> AsyncIterator[str]:
@@ -181,6 +181,6 @@ async def _sse(
         if not recorded:
             # Client gone (or engine failed): stop generating and keep the partial answer.
             with anyio.CancelScope(shield=True):
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
                 cut = outcome or Outcome("".join(pieces), "cancelled")
                 await run_in_threadpool(runtime.recorder, serving, messages, cut)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -169,7 +169,7 @@ class AgentRuntime:
 
     async def stream(
         self, serving: ServingContext, messages: list[ChatMessage]
-    ) -> AsyncIterator[str | Generation]:
+    ) -> AsyncGenerator[str | Generation, None]:
         """Yield text pieces, then the final Generation once the rollout is recorded."""
         abandoned = asyncio.Event()
         state_in: TurnState = {"serving": serving, "messages": messages, "abandoned": abandoned}
