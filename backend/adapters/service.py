@@ -6,18 +6,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.adapters.models import AdapterSource, AdapterStatus, AdapterVersion
 from backend.adapters.storage import LocalAdapterStore, validate_adapter_dir
 from backend.agents.models import Agent
 from backend.agents.service import record_activation
+from backend.agents.versions import add_next_version, get_version, list_versions
 from backend.db import new_id
-from backend.errors import Conflict, NotFound
 
-_VERSION_RETRIES = 3
 _CONFIG_KEYS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")
 
 
@@ -49,64 +46,37 @@ def register_adapter(
     path = store.commit(
         staging, tenant_id=agent.tenant_id, agent_id=agent.id, version_id=version_id
     )
+
+    def make(number: int) -> AdapterVersion:
+        return AdapterVersion(
+            id=version_id,
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            version=number,
+            path=str(path),
+            base_model=agent.base_model,
+            source=source,
+            config={k: config[k] for k in _CONFIG_KEYS if k in config},
+            metrics=metrics or {},
+            parent_id=parent_id,
+            job_id=job_id,
+            note=note,
+            created_by=created_by,
+        )
+
     try:
-        for _ in range(_VERSION_RETRIES):
-            number = (
-                session.scalar(
-                    select(func.max(AdapterVersion.version)).where(
-                        AdapterVersion.agent_id == agent.id
-                    )
-                )
-                or 0
-            ) + 1
-            row = AdapterVersion(
-                id=version_id,
-                tenant_id=agent.tenant_id,
-                agent_id=agent.id,
-                version=number,
-                path=str(path),
-                base_model=agent.base_model,
-                source=source,
-                config={k: config[k] for k in _CONFIG_KEYS if k in config},
-                metrics=metrics or {},
-                parent_id=parent_id,
-                job_id=job_id,
-                note=note,
-                created_by=created_by,
-            )
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                continue
-            return row
-        raise Conflict("too many concurrent adapter uploads; try again")
+        return add_next_version(session, AdapterVersion, agent=agent, make=make)
     except Exception:
         store.discard(path)
         raise
 
 
 def list_adapter_versions(session: Session, *, agent: Agent) -> list[AdapterVersion]:
-    query = (
-        select(AdapterVersion)
-        .where(AdapterVersion.agent_id == agent.id, AdapterVersion.tenant_id == agent.tenant_id)
-        .order_by(AdapterVersion.version.desc())
-    )
-    return list(session.scalars(query))
+    return list_versions(session, AdapterVersion, agent=agent)
 
 
 def get_adapter_version(session: Session, *, agent: Agent, version: int) -> AdapterVersion:
-    row = session.scalar(
-        select(AdapterVersion).where(
-            AdapterVersion.agent_id == agent.id,
-            AdapterVersion.tenant_id == agent.tenant_id,
-            AdapterVersion.version == version,
-        )
-    )
-    if row is None:
-        raise NotFound(f"agent {agent.slug!r} has no adapter version {version}")
-    return row
+    return get_version(session, AdapterVersion, agent=agent, version=version)
 
 
 def mark_adapter_failed(session: Session, *, row: AdapterVersion, reason: str) -> None:

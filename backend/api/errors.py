@@ -99,21 +99,11 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
-    @app.exception_handler(OperationalError)
-    async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
-        logger.error("database unavailable: %s", exc)
-        return error_response(
-            request,
-            503,
-            "the database is unavailable",
-            code="unavailable",
-            headers={"Retry-After": "5"},
-        )
-
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            logger.error("database connection lost: %s", exc)
+        # OperationalError: connection refused or lost, server restarting, lock timeouts.
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            logger.error("database unavailable: %s", exc)
             return error_response(
                 request,
                 503,

@@ -6,16 +6,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.agents.models import Agent
 from backend.agents.service import record_activation
-from backend.errors import Conflict, NotFound
+from backend.agents.versions import add_next_version, get_version, list_versions
 from backend.prompts.models import PromptSource, PromptVersion
-
-_VERSION_RETRIES = 3
 
 
 def create_prompt_version(
@@ -33,14 +29,9 @@ def create_prompt_version(
     activate: bool,
 ) -> PromptVersion:
     """Add the next version of `agent`'s prompt (and make it live if `activate`), committed."""
-    for _ in range(_VERSION_RETRIES):
-        number = (
-            session.scalar(
-                select(func.max(PromptVersion.version)).where(PromptVersion.agent_id == agent.id)
-            )
-            or 0
-        ) + 1
-        row = PromptVersion(
+
+    def make(number: int) -> PromptVersion:
+        return PromptVersion(
             tenant_id=agent.tenant_id,
             agent_id=agent.id,
             version=number,
@@ -53,40 +44,20 @@ def create_prompt_version(
             job_id=job_id,
             created_by=created_by,
         )
-        session.add(row)
-        try:
-            session.flush()
-        except IntegrityError:  # another writer took this number; take the next one
-            session.rollback()
-            session.refresh(agent)
-            continue
+
+    def go_live(row: PromptVersion) -> None:
         if activate:
             _point_to(session, agent, row, reason=note, actor_key_id=created_by, job_id=job_id)
-        session.commit()
-        return row
-    raise Conflict("too many concurrent prompt edits; try again")
+
+    return add_next_version(session, PromptVersion, agent=agent, make=make, then=go_live)
 
 
 def list_prompt_versions(session: Session, *, agent: Agent) -> list[PromptVersion]:
-    query = (
-        select(PromptVersion)
-        .where(PromptVersion.agent_id == agent.id, PromptVersion.tenant_id == agent.tenant_id)
-        .order_by(PromptVersion.version.desc())
-    )
-    return list(session.scalars(query))
+    return list_versions(session, PromptVersion, agent=agent)
 
 
 def get_prompt_version(session: Session, *, agent: Agent, version: int) -> PromptVersion:
-    row = session.scalar(
-        select(PromptVersion).where(
-            PromptVersion.agent_id == agent.id,
-            PromptVersion.tenant_id == agent.tenant_id,
-            PromptVersion.version == version,
-        )
-    )
-    if row is None:
-        raise NotFound(f"agent {agent.slug!r} has no prompt version {version}")
-    return row
+    return get_version(session, PromptVersion, agent=agent, version=version)
 
 
 def activate_prompt_version(
