@@ -146,6 +146,7 @@ def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if any(child.poll() is not None for child in children):
+            typer.echo("error: a process exited while starting; see its output above", err=True)
             raise typer.Exit(1)
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
@@ -153,6 +154,7 @@ def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]]) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
+    typer.echo(f"error: the API did not answer at {url} within 5 minutes", err=True)
     raise typer.Exit(1)
 
 
