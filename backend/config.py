@@ -79,11 +79,29 @@ class Settings(BaseSettings):
     local_engine_max_adapters: int = Field(
         8, gt=0, description="Adapters kept resident by the local engine (LRU)."
     )
+    local_engine_max_batch: int = Field(
+        8, gt=0, description="Concurrent requests the local engine answers as one batch."
+    )
     local_engine_threads: int = Field(
         0, ge=0, description="torch threads of the local engine; 0 keeps torch's default."
     )
+    reflection_lm_url: str = Field(
+        "",
+        description="OpenAI-compatible endpoint of the LM that rewrites prompts and judges "
+        "answers (e.g. `https://api.openai.com/v1`); empty: the served base model.",
+    )
+    reflection_lm_model: str = Field("", description="Model name at `reflection_lm_url`.")
+    reflection_lm_api_key: SecretStr | None = Field(
+        None, description="API key for `reflection_lm_url`."
+    )
+    fast_loop_check_interval_s: float = Field(
+        20.0, gt=0, description="How often beat looks for agents whose fast loop is due."
+    )
     job_heartbeat_timeout_s: int = Field(
         600, gt=0, description="A running job silent for longer is marked failed by the reaper."
+    )
+    job_queue_timeout_s: int = Field(
+        6 * 3600, gt=0, description="A job still queued after this long is failed (lost message)."
     )
     reaper_interval_s: float = Field(60.0, gt=0, description="How often beat runs the reaper.")
 

@@ -64,7 +64,7 @@ def run_job(
 ) -> bool:
     """Run `work` for a queued job; False if the job was not there to claim."""
     with database.session() as session:
-        job = service.start_job(session, job_id=job_id)
+        job = service.claim_job(session, job_id=job_id)
     if job is None:
         logger.info("job %s is not queued any more; skipping", job_id)
         return False

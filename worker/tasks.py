@@ -7,10 +7,13 @@ import uuid
 from datetime import timedelta
 
 from backend.jobs.models import Job
-from backend.jobs.queue import EVALUATE_TASK, REAP_TASK
+from backend.jobs.queue import EVALUATE_TASK, FAST_LOOP_TRIGGER_TASK, OPTIMIZE_TASK, REAP_TASK
 from backend.jobs.service import JobReporter, reap_stale_jobs
+from backend.lm import reflection_lm
 from worker.app import celery_app
 from worker.evaluation import evaluate_agent
+from worker.fast.optimizer import optimize_agent
+from worker.fast.triggers import dispatch_due
 from worker.jobs import JobOutcome, run_job
 from worker.resources import resources
 
@@ -27,12 +30,33 @@ def evaluate(job_id: str) -> None:
     run_job(res.database, uuid.UUID(job_id), work, res.run)
 
 
+@celery_app.task(name=OPTIMIZE_TASK)  # type: ignore[untyped-decorator]
+def optimize(job_id: str) -> None:
+    res = resources()
+    lm = reflection_lm(res.settings, res.engine)
+
+    async def work(job: Job, reporter: JobReporter) -> JobOutcome:
+        return await optimize_agent(res.database, res.engine, lm, job, reporter)
+
+    run_job(res.database, uuid.UUID(job_id), work, res.run)
+
+
+@celery_app.task(name=FAST_LOOP_TRIGGER_TASK)  # type: ignore[untyped-decorator]
+def fast_loop_dispatch_due() -> int:
+    res = resources()
+    return len(dispatch_due(res.database, celery_app))
+
+
 @celery_app.task(name=REAP_TASK)  # type: ignore[untyped-decorator]
 def reap_stale() -> int:
     res = resources()
     timeout = timedelta(seconds=res.settings.job_heartbeat_timeout_s)
     with res.database.session() as session:
-        reaped = reap_stale_jobs(session, timeout=timeout)
+        reaped = reap_stale_jobs(
+            session,
+            timeout=timeout,
+            queued_timeout=timedelta(seconds=res.settings.job_queue_timeout_s),
+        )
     if reaped:
         logger.warning("reaped %d jobs whose workers stopped", reaped)
     return reaped

@@ -30,6 +30,11 @@ class Agent(Base):
     base_model: Mapped[str] = mapped_column(String(200))
     reward: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_tokens_cap: Mapped[int]
+    # Fast-loop settings (`FastLoopSettings`); JSON so new knobs need no migration.
+    fast_loop: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The fast loop's latest Pareto population of prompt versions, best first:
+    # [{"prompt_version_id", "version", "score"}]. The slow loop samples contexts from it.
+    population: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     live_prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("prompt_versions.id", use_alter=True), default=None
     )

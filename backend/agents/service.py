@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.agents.models import Activation, Agent
+from backend.agents.schemas import FastLoopSettings
 from backend.errors import Conflict, Invalid, NotFound
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.scoring.spec import RewardSpec
@@ -29,6 +30,7 @@ def create_agent(
     reward: RewardSpec | None,
     max_tokens_cap: int,
     description: str = "",
+    fast_loop: FastLoopSettings | None = None,
     created_by: uuid.UUID | None = None,
 ) -> Agent:
     """Create an agent with prompt version 1 live, in one transaction."""
@@ -48,6 +50,7 @@ def create_agent(
         base_model=model,
         reward=reward.model_dump(mode="json") if reward else {},
         max_tokens_cap=max_tokens_cap,
+        fast_loop=fast_loop.model_dump() if fast_loop else {},
     )
     session.add(agent)
     try:
@@ -82,6 +85,10 @@ def create_agent(
     return agent
 
 
+def fast_loop_settings(agent: Agent) -> FastLoopSettings:
+    return FastLoopSettings.model_validate(agent.fast_loop or {})
+
+
 def get_agent_or_none(session: Session, *, tenant_id: uuid.UUID, slug: str) -> Agent | None:
     query = select(Agent).where(Agent.tenant_id == tenant_id, Agent.slug == slug)
     return session.scalars(query).unique().one_or_none()
@@ -106,7 +113,14 @@ def update_agent(
     description: str | None = None,
     reward: RewardSpec | None = None,
     max_tokens_cap: int | None = None,
+    fast_loop: FastLoopSettings | None = None,
 ) -> Agent:
+    if fast_loop is not None:
+        merged = {
+            **fast_loop_settings(agent).model_dump(),
+            **fast_loop.model_dump(exclude_unset=True),
+        }
+        agent.fast_loop = FastLoopSettings.model_validate(merged).model_dump()
     if description is not None:
         agent.description = description
     if reward is not None:

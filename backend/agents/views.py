@@ -26,6 +26,7 @@ def create_agent(
         reward=body.reward,
         max_tokens_cap=body.max_tokens_cap or settings.default_max_tokens,
         description=body.description,
+        fast_loop=body.fast_loop,
         created_by=caller.key_id,
     )
 
@@ -49,6 +50,7 @@ def update_agent(slug: str, body: AgentUpdate, caller: AdminDep, session: Sessio
         description=body.description,
         reward=body.reward,
         max_tokens_cap=body.max_tokens_cap,
+        fast_loop=body.fast_loop,
     )
 
 

@@ -49,5 +49,6 @@ def build_engine(settings: Settings) -> Engine:
         settings.base_model_path,
         settings.base_model_name,
         max_adapters=settings.local_engine_max_adapters,
+        max_batch=settings.local_engine_max_batch,
         threads=settings.local_engine_threads,
     )

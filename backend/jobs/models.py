@@ -25,6 +25,7 @@ class JobStatus(enum.StrEnum):
 
 class JobKind(enum.StrEnum):
     EVALUATE = "evaluate"
+    OPTIMIZE = "optimize"
 
 
 class Job(Base):
@@ -40,6 +41,10 @@ class Job(Base):
         str_enum(JobStatus), default=JobStatus.QUEUED, index=True
     )
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set while the job is queued or running for kinds that run one at a time per agent
+    # (e.g. "optimize:<agent id>"); unique, so a second one cannot be created. Cleared when
+    # the job ends, including when the reaper fails a job whose worker died.
+    lock_key: Mapped[str | None] = mapped_column(String(100), unique=True, default=None)
     step: Mapped[int] = mapped_column(default=0)
     total: Mapped[int] = mapped_column(default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -13,15 +13,22 @@ from backend.errors import Unavailable
 from backend.jobs.models import JobKind
 
 EVALUATE_TASK = "fastslow.jobs.evaluate"
+OPTIMIZE_TASK = "fastslow.jobs.optimize"
 REAP_TASK = "fastslow.jobs.reap_stale"
+FAST_LOOP_TRIGGER_TASK = "fastslow.fast_loop.dispatch_due"
 
 # `fast`: prompt optimisation and evaluation (CPU is fine); `train`: LoRA RL (GPU workers);
 # `maintenance`: small periodic housekeeping.
 QUEUES = ("fast", "train", "maintenance")
-TASK_OF_KIND: dict[str, str] = {JobKind.EVALUATE: EVALUATE_TASK}
+TASK_OF_KIND: dict[str, str] = {
+    JobKind.EVALUATE: EVALUATE_TASK,
+    JobKind.OPTIMIZE: OPTIMIZE_TASK,
+}
 TASK_ROUTES: dict[str, dict[str, str]] = {
     EVALUATE_TASK: {"queue": "fast"},
+    OPTIMIZE_TASK: {"queue": "fast"},
     REAP_TASK: {"queue": "maintenance"},
+    FAST_LOOP_TRIGGER_TASK: {"queue": "maintenance"},
 }
 # Long jobs: a message is redelivered only if its worker has not acked it for this long.
 VISIBILITY_TIMEOUT_S = 6 * 3600
@@ -55,6 +62,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "reap-stale-jobs": {"task": REAP_TASK, "schedule": settings.reaper_interval_s},
+            "fast-loop-triggers": {
+                "task": FAST_LOOP_TRIGGER_TASK,
+                "schedule": settings.fast_loop_check_interval_s,
+            },
         },
     )
     return app

@@ -10,12 +10,15 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from celery import Celery
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
-from backend.errors import NotFound
+from backend.errors import Conflict, NotFound
 from backend.jobs.models import Job, JobStatus
+from backend.jobs.queue import dispatch_job
 
 LOG_TAIL_CHARS = 8_000
 
@@ -28,12 +31,61 @@ def create_job(
     kind: str,
     params: dict[str, Any],
     created_by: uuid.UUID | None,
+    exclusive: bool = False,
 ) -> Job:
+    """Create a queued job. `exclusive`: at most one queued or running job of this kind per
+    agent; a second one is a Conflict naming the first. The lock is the job row itself, so it
+    survives worker crashes and is released when the job ends (or is reaped)."""
+    lock_key = f"{kind}:{agent_id}" if exclusive else None
     job = Job(
-        tenant_id=tenant_id, agent_id=agent_id, kind=kind, params=params, created_by=created_by
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        kind=kind,
+        params=params,
+        created_by=created_by,
+        lock_key=lock_key,
     )
     session.add(job)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        holder = session.scalar(select(Job).where(Job.lock_key == lock_key))
+        detail = f" (job {holder.id}, {holder.status})" if holder is not None else ""
+        raise Conflict(
+            f"a {kind} job for this agent is already queued or running{detail}"
+        ) from None
+    return job
+
+
+def start_job(
+    session: Session,
+    celery: Celery,
+    *,
+    tenant_id: uuid.UUID,
+    agent_id: uuid.UUID | None,
+    kind: str,
+    params: dict[str, Any],
+    created_by: uuid.UUID | None = None,
+    exclusive: bool = False,
+) -> Job:
+    """Create a job and send it to the workers; if the broker refuses, the job is failed (and
+    its lock released) before the error propagates."""
+    job = create_job(
+        session,
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        kind=kind,
+        params=params,
+        created_by=created_by,
+        exclusive=exclusive,
+    )
+    try:
+        dispatch_job(celery, job_id=job.id, kind=job.kind)
+    except Exception as exc:
+        fail_job(session, job_id=job.id, error=str(exc))
+        raise
+    session.refresh(job)
     return job
 
 
@@ -63,7 +115,7 @@ def list_jobs(
     return list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit)))
 
 
-def start_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
+def claim_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
     """Claim a queued job for this worker; None if it is gone, finished or already claimed
     (a redelivered message must not run a job twice)."""
     now = utcnow()
@@ -92,13 +144,29 @@ def _finish(session: Session, job_id: uuid.UUID, status: JobStatus, **values: An
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .values(status=status, finished_at=utcnow(), **values)
+        .values(status=status, finished_at=utcnow(), lock_key=None, **values)
     )
     session.commit()
 
 
-def reap_stale_jobs(session: Session, *, timeout: timedelta) -> int:
-    """Fail running jobs whose worker stopped sending heartbeats (it died or was killed)."""
+def reap_stale_jobs(
+    session: Session, *, timeout: timedelta, queued_timeout: timedelta | None = None
+) -> int:
+    """Fail running jobs whose worker stopped sending heartbeats (it died or was killed), and
+    queued jobs no worker took within `queued_timeout` (their message was lost)."""
+    reaped = 0
+    if queued_timeout is not None:
+        never = session.execute(
+            update(Job)
+            .where(Job.status == JobStatus.QUEUED, Job.created_at < utcnow() - queued_timeout)
+            .values(
+                status=JobStatus.FAILED,
+                finished_at=utcnow(),
+                lock_key=None,
+                error=f"never started: no worker took it within {queued_timeout}",
+            )
+        )
+        reaped += int(never.rowcount)  # type: ignore[attr-defined]
     cutoff = utcnow() - timeout
     stale = session.execute(
         update(Job)
@@ -106,11 +174,12 @@ def reap_stale_jobs(session: Session, *, timeout: timedelta) -> int:
         .values(
             status=JobStatus.FAILED,
             finished_at=utcnow(),
+            lock_key=None,
             error=f"worker lost: no heartbeat for {int(timeout.total_seconds())} s",
         )
     )
     session.commit()
-    return int(stale.rowcount)  # type: ignore[attr-defined]
+    return reaped + int(stale.rowcount)  # type: ignore[attr-defined]
 
 
 class JobReporter:

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 
 from backend.agents.service import get_agent
 from backend.api.deps import AdminDep, SessionDep
 from backend.errors import Invalid
 from backend.jobs import service
 from backend.jobs.models import Job, JobKind, JobStatus
-from backend.jobs.queue import dispatch_job
 from backend.jobs.schemas import EvaluationCreate, JobRead
+from backend.tenants.service import TenantCaller
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 agent_jobs_router = APIRouter(prefix="/api/v1/agents/{slug}", tags=["jobs"])
@@ -36,6 +38,28 @@ def get_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep) -> Job:
     return service.get_job(session, tenant_id=caller.tenant_id, job_id=job_id)
 
 
+def _start(
+    session: Session,
+    request: Request,
+    caller: TenantCaller,
+    *,
+    agent_id: uuid.UUID,
+    kind: JobKind,
+    params: dict[str, Any],
+    exclusive: bool = False,
+) -> Job:
+    return service.start_job(
+        session,
+        request.app.state.celery,
+        tenant_id=caller.tenant_id,
+        agent_id=agent_id,
+        kind=kind,
+        params=params,
+        created_by=caller.key_id,
+        exclusive=exclusive,
+    )
+
+
 @agent_jobs_router.post("/evaluate", status_code=202, response_model=JobRead)
 def evaluate_agent(
     slug: str, body: EvaluationCreate, caller: AdminDep, session: SessionDep, request: Request
@@ -44,18 +68,22 @@ def evaluate_agent(
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     if body.prompts is not None and not [p for p in body.prompts if p.strip()]:
         raise Invalid("prompts must hold at least one non-empty question", param="prompts")
-    job = service.create_job(
-        session,
-        tenant_id=caller.tenant_id,
-        agent_id=agent.id,
-        kind=JobKind.EVALUATE,
-        params=body.model_dump(),
-        created_by=caller.key_id,
+    return _start(
+        session, request, caller, agent_id=agent.id, kind=JobKind.EVALUATE, params=body.model_dump()
     )
-    try:
-        dispatch_job(request.app.state.celery, job_id=job.id, kind=job.kind)
-    except Exception as exc:
-        service.fail_job(session, job_id=job.id, error=str(exc))
-        raise
-    session.refresh(job)
-    return job
+
+
+@agent_jobs_router.post("/optimize", status_code=202, response_model=JobRead)
+def optimize_agent(slug: str, caller: AdminDep, session: SessionDep, request: Request) -> Job:
+    """Run the fast loop for this agent now. One run per agent at a time (409 otherwise).
+    On a pinned agent the run keeps its candidates but changes nothing live."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    return _start(
+        session,
+        request,
+        caller,
+        agent_id=agent.id,
+        kind=JobKind.OPTIMIZE,
+        params={"trigger": "admin"},
+        exclusive=True,
+    )

@@ -59,3 +59,10 @@ class PromptVersionRead(BaseModel):
     job_id: uuid.UUID | None
     created_at: datetime
     live: bool = False
+
+
+class PromptDiffRead(BaseModel):
+    a: PromptVersionRead
+    b: PromptVersionRead
+    instructions_diff: list[str] = Field(description="Unified diff lines of the instructions.")
+    demonstrations_diff: list[str] = Field(description="Unified diff of the turns.")

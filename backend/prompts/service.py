@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,7 +21,7 @@ def create_prompt_version(
     *,
     agent: Agent,
     instructions: str,
-    demonstrations: Sequence[dict[str, Any]],
+    demonstrations: Sequence[Mapping[str, Any]],
     source: PromptSource,
     parent_id: uuid.UUID | None,
     note: str = "",
@@ -67,10 +69,11 @@ def activate_prompt_version(
     version: int,
     reason: str = "",
     actor_key_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
 ) -> PromptVersion:
     """Move the live pointer to an existing version (rollback copies nothing)."""
     row = get_prompt_version(session, agent=agent, version=version)
-    _point_to(session, agent, row, reason=reason, actor_key_id=actor_key_id, job_id=None)
+    _point_to(session, agent, row, reason=reason, actor_key_id=actor_key_id, job_id=job_id)
     session.commit()
     return row
 
@@ -95,3 +98,36 @@ def _point_to(
         job_id=job_id,
     )
     agent.live_prompt_version_id = row.id
+
+
+@dataclass(frozen=True)
+class PromptDiff:
+    a: PromptVersion
+    b: PromptVersion
+    instructions: list[str]  # unified diff lines
+    demonstrations: list[str]
+
+
+def _demonstration_lines(row: PromptVersion) -> list[str]:
+    return [f"{turn['role']}: {turn['content']}" for turn in row.demonstrations]
+
+
+def diff_prompt_versions(session: Session, *, agent: Agent, a: int, b: int) -> PromptDiff:
+    """A unified diff of two versions' instructions and of their demonstration turns."""
+    left = get_prompt_version(session, agent=agent, version=a)
+    right = get_prompt_version(session, agent=agent, version=b)
+    instructions = difflib.unified_diff(
+        left.instructions.splitlines(),
+        right.instructions.splitlines(),
+        f"v{a}/instructions",
+        f"v{b}/instructions",
+        lineterm="",
+    )
+    demonstrations = difflib.unified_diff(
+        _demonstration_lines(left),
+        _demonstration_lines(right),
+        f"v{a}/demonstrations",
+        f"v{b}/demonstrations",
+        lineterm="",
+    )
+    return PromptDiff(left, right, list(instructions), list(demonstrations))

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from backend.agents.service import get_agent
 from backend.api.deps import AdminDep, SessionDep
 from backend.prompts import service
 from backend.prompts.models import PromptSource, PromptVersion
-from backend.prompts.schemas import ActivationRequest, PromptVersionCreate, PromptVersionRead
+from backend.prompts.schemas import (
+    ActivationRequest,
+    PromptDiffRead,
+    PromptVersionCreate,
+    PromptVersionRead,
+)
 
 router = APIRouter(prefix="/api/v1/agents/{slug}/prompts", tags=["prompts"])
 
@@ -43,6 +48,25 @@ def create_prompt_version(
         activate=body.activate,
     )
     return _read(row, agent.live_prompt_version_id)
+
+
+@router.get("/diff", response_model=PromptDiffRead)
+def diff_prompt_versions(
+    slug: str,
+    caller: AdminDep,
+    session: SessionDep,
+    a: int = Query(description="The older version."),
+    b: int = Query(description="The newer version."),
+) -> PromptDiffRead:
+    """Compare two versions: both in full, and unified diffs of instructions and turns."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    diff = service.diff_prompt_versions(session, agent=agent, a=a, b=b)
+    return PromptDiffRead(
+        a=_read(diff.a, agent.live_prompt_version_id),
+        b=_read(diff.b, agent.live_prompt_version_id),
+        instructions_diff=diff.instructions,
+        demonstrations_diff=diff.demonstrations,
+    )
 
 
 @router.get("/{version}", response_model=PromptVersionRead)

@@ -76,6 +76,26 @@ def _outcome(check: object, answer: str, question: str) -> tuple[bool, str]:
     raise TypeError(f"unknown check {check!r}")
 
 
+def describe(check: object) -> str:
+    """A check as an instruction to the assistant (what the fast loop may state as a rule)."""
+    match check:
+        case StartsWith(text=text):
+            return f"Begin every answer with {text!r}."
+        case MaxWords(limit=limit):
+            return f"Answer in at most {limit} words."
+        case MinWords(limit=limit):
+            return f"Answer in at least {limit} words."
+        case Regex(pattern=pattern, must_match=True):
+            return f"Your answer must match the regular expression {pattern!r}."
+        case Regex(pattern=pattern, must_match=False):
+            return f"Your answer must not match the regular expression {pattern!r}."
+        case JsonSchema(json_schema=schema):
+            return f"Answer only with JSON that follows this JSON schema: {json.dumps(schema)}"
+        case RepeatsEntity(pattern=pattern):
+            return f"Repeat every {pattern!r} the user mentions (for example order numbers)."
+    raise TypeError(f"unknown check {check!r}")
+
+
 def score_checks(spec: RewardSpec, *, question: str, answer: str) -> ChecksScore:
     outcomes: list[CheckOutcome] = []
     for check in spec.checks:

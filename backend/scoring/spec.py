@@ -108,5 +108,5 @@ class RewardSpec(BaseModel):
     checks: list[Check] = Field(default_factory=list, max_length=50)
     judge: Judge | None = None
     correction_weight: float = Field(
-        0.0, ge=0, le=100, description="Weight of similarity to a user's correction, if any."
+        1.0, ge=0, le=100, description="Weight of similarity to a user's correction, if any."
     )

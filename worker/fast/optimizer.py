@@ -1,0 +1,347 @@
+"""One fast-loop run for one agent: optimise its context with GEPA on its rated rollouts, keep
+the Pareto population, and promote the best candidate only if it beats the live version on the
+validation set by the agent's margin.
+
+Runs without Celery: `optimize_agent` takes the database, the engine, the LM and a reporter.
+GEPA is synchronous, so it runs in a thread while this event loop serves its engine calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from gepa.api import optimize
+from gepa.core.callbacks import (
+    BudgetUpdatedEvent,
+    ErrorEvent,
+    GEPACallback,
+    IterationEndEvent,
+    ValsetEvaluatedEvent,
+)
+from gepa.core.result import GEPAResult
+from gepa.utils import StopperProtocol
+from sqlalchemy import select
+
+from backend.adapters.activation import adapter_ref
+from backend.agents.models import Agent
+from backend.agents.schemas import FastLoopSettings
+from backend.agents.service import fast_loop_settings
+from backend.db import Database
+from backend.engines import Engine, EngineUnavailable, SamplingParams
+from backend.errors import Invalid
+from backend.jobs.models import Job
+from backend.jobs.service import JobReporter
+from backend.lm import TextLM
+from backend.prompts.models import PromptSource, PromptVersion
+from backend.prompts.service import activate_prompt_version, create_prompt_version
+from backend.scoring.scorer import Scorer
+from backend.scoring.spec import RewardSpec
+from worker.fast.adapter import (
+    DEMONSTRATIONS,
+    INSTRUCTIONS,
+    FastLoopAdapter,
+    decode_demonstrations,
+    encode_demonstrations,
+)
+from worker.fast.data import demonstration_pool, load_examples, split
+from worker.fast.guards import ProposalRejected
+from worker.jobs import JobOutcome
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_CONSECUTIVE_ERRORS = 3
+
+
+class _Progress(StopperProtocol):
+    """GEPA callback + logger + stopper: reports to the job, stops on repeated system errors."""
+
+    def __init__(self, reporter: JobReporter, budget: int, adapter: FastLoopAdapter) -> None:
+        self.reporter = reporter
+        self.budget = budget
+        self.adapter = adapter
+        self.metric_calls = 0
+        self.candidates = 1
+        self.seed_score: float | None = None
+        self.best_score: float | None = None
+        self.consecutive_errors = 0
+        self.last_error: Exception | None = None
+
+    # LoggerProtocol: GEPA's own log lines go to the job's log tail.
+    def log(self, message: str) -> None:
+        self.reporter.log(message)
+
+    # StopperProtocol
+    def __call__(self, gepa_state: Any) -> bool:
+        return self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "metric_calls": self.metric_calls,
+            "candidates": self.candidates,
+            "seed_score": self.seed_score,
+            "best_score": self.best_score,
+            "proposals": self.adapter.stats.as_dict(),
+        }
+
+    def on_budget_updated(self, event: BudgetUpdatedEvent) -> None:
+        self.metric_calls = int(event["metric_calls_used"])
+        self.reporter.progress(min(self.metric_calls, self.budget), self.budget, self.metrics())
+
+    def on_valset_evaluated(self, event: ValsetEvaluatedEvent) -> None:
+        score = float(event["average_score"])
+        if event["candidate_idx"] == 0:
+            self.seed_score = score
+        else:
+            self.candidates += 1
+        self.best_score = max(score, self.best_score or score)
+
+    def on_iteration_end(self, event: IterationEndEvent) -> None:
+        self.consecutive_errors = 0 if self.last_error is None else self.consecutive_errors
+        self.last_error = None
+
+    def on_error(self, event: ErrorEvent) -> None:
+        exc = event["exception"]
+        if isinstance(exc, ProposalRejected):
+            return
+        self.last_error = exc
+        self.consecutive_errors += 1
+
+
+@dataclass(frozen=True)
+class Member:
+    """A candidate context of the population, with its validation score."""
+
+    instructions: str
+    demonstrations: str
+    score: float
+    index: int
+
+
+def _population(result: Any, size: int) -> list[Member]:
+    """The Pareto front (candidates best on some validation question), best average first,
+    topped up with the best of the rest, at most `size`."""
+    front: set[int] = set()
+    for winners in result.per_val_instance_best_candidates.values():
+        front |= set(winners)
+    ranked = sorted(
+        range(len(result.candidates)), key=lambda i: (-result.val_aggregate_scores[i], i)
+    )
+    chosen = [i for i in ranked if i in front][:size]
+    chosen += [i for i in ranked if i not in chosen][: size - len(chosen)]
+    chosen.sort(key=lambda i: (-result.val_aggregate_scores[i], i))
+    return [
+        Member(
+            result.candidates[i][INSTRUCTIONS],
+            result.candidates[i].get(DEMONSTRATIONS, "[]"),
+            float(result.val_aggregate_scores[i]),
+            i,
+        )
+        for i in chosen
+    ]
+
+
+async def optimize_agent(
+    database: Database, engine: Engine, lm: TextLM, job: Job, reporter: JobReporter
+) -> JobOutcome:
+    def load() -> tuple[Agent, FastLoopSettings]:
+        with database.session() as session:
+            agent = (
+                session.scalars(
+                    select(Agent).where(Agent.id == job.agent_id, Agent.tenant_id == job.tenant_id)
+                )
+                .unique()
+                .one()
+            )
+            return agent, fast_loop_settings(agent)
+
+    agent, settings = await asyncio.to_thread(load)
+    live = agent.live_prompt
+    if live is None:
+        raise Invalid("the agent has no live prompt version")
+    spec = RewardSpec.model_validate(agent.reward or {})
+    scorer = Scorer(spec, judge_lm=lm)
+
+    def examples() -> list[Any]:
+        with database.session() as session:
+            return load_examples(
+                session,
+                tenant_id=agent.tenant_id,
+                agent_id=agent.id,
+                limit=settings.max_examples,
+            )
+
+    usable = [
+        e
+        for e in await asyncio.to_thread(examples)
+        if scorer.applies(has_correction=e.correction is not None)
+    ]
+    if len(usable) < settings.min_examples:
+        raise Invalid(
+            f"not enough rated questions to optimise on: {len(usable)} usable, "
+            f"{settings.min_examples} needed (a question is usable when the reward spec has "
+            "checks or a judge, or when the user gave a correction)"
+        )
+    train, validation = split(usable, settings.validation_fraction)
+    pool = demonstration_pool(train)
+    reporter.log(
+        f"optimising prompt v{live.version}: {len(train)} train / {len(validation)} validation "
+        f"questions, {len(pool)} gold demonstrations, budget {settings.budget} answers"
+    )
+
+    loop = asyncio.get_running_loop()
+
+    def run(coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    adapter = FastLoopAdapter(
+        run=run,
+        engine=engine,
+        scorer=scorer,
+        adapter=adapter_ref(agent.live_adapter) if agent.live_adapter else None,
+        sampling=SamplingParams(
+            max_tokens=min(settings.max_tokens, agent.max_tokens_cap), temperature=0.0
+        ),
+        lm=lm,
+        pool=pool,
+        demonstrations_per_candidate=settings.demonstrations,
+        seed=int(uuid.UUID(str(job.id)).int % 2**31),
+    )
+    progress = _Progress(reporter, settings.budget, adapter)
+    seed = {
+        INSTRUCTIONS: live.instructions,
+        DEMONSTRATIONS: encode_demonstrations(live.demonstrations),
+    }
+
+    def run_gepa() -> GEPAResult[str, int]:
+        return optimize(
+            seed_candidate=seed,
+            trainset=train,
+            valset=validation,
+            adapter=adapter,
+            max_metric_calls=settings.budget,
+            reflection_minibatch_size=min(3, len(train)),
+            candidate_selection_strategy="pareto",
+            # Context is instructions and demonstrations together: for a small model neither
+        # alone moves answers much, both do (see the field notes), so mutate both at once.
+        module_selector="all",
+            skip_perfect_score=True,
+            perfect_score=1.0,
+            raise_on_exception=False,
+            stop_callbacks=[progress],
+            # GEPA calls the callback methods an object has (duck typing); ours has four.
+            callbacks=[cast(GEPACallback, progress)],
+            logger=progress,
+            display_progress_bar=False,
+            seed=0,
+        )
+
+    result = await asyncio.to_thread(run_gepa)
+    if progress.consecutive_errors >= MAX_CONSECUTIVE_ERRORS and progress.last_error is not None:
+        error = progress.last_error
+        if isinstance(error, EngineUnavailable):
+            raise error
+        raise RuntimeError(f"optimisation stopped after repeated errors: {error}") from error
+
+    members = _population(result, settings.population_size)
+    seed_score = float(result.val_aggregate_scores[0])
+    best = members[0]
+    outcome = await asyncio.to_thread(
+        _record, database, agent.id, live.id, job.id, members, seed_score, settings
+    )
+    metrics = {
+        **progress.metrics(),
+        "metric_calls": result.total_metric_calls,
+        "seed_score": seed_score,
+        "best_score": best.score,
+        "candidates": result.num_candidates,
+    }
+    reporter.progress(settings.budget, settings.budget, metrics)
+    reporter.log(outcome["reason"])
+    return JobOutcome(result=outcome, metrics=metrics)
+
+
+def _record(
+    database: Database,
+    agent_id: uuid.UUID,
+    seed_version_id: uuid.UUID,
+    job_id: uuid.UUID,
+    members: list[Member],
+    seed_score: float,
+    settings: FastLoopSettings,
+) -> dict[str, Any]:
+    """Store the population as prompt versions and apply the promotion gate."""
+    with database.session() as session:
+        agent = session.scalars(select(Agent).where(Agent.id == agent_id)).unique().one()
+        seed_version = session.get(PromptVersion, seed_version_id)
+        assert seed_version is not None
+        population: list[dict[str, Any]] = []
+        versions: dict[int, PromptVersion] = {}
+        for member in members:
+            if member.index == 0:
+                row = seed_version
+            else:
+                row = create_prompt_version(
+                    session,
+                    agent=agent,
+                    instructions=member.instructions,
+                    demonstrations=decode_demonstrations(member.demonstrations),
+                    source=PromptSource.OPTIMIZER,
+                    parent_id=seed_version.id,
+                    note=f"fast loop candidate (validation {member.score:.3f})",
+                    scores={"validation": member.score, "live_validation": seed_score},
+                    job_id=job_id,
+                    activate=False,
+                )
+            versions[member.index] = row
+            population.append(
+                {"prompt_version_id": str(row.id), "version": row.version, "score": member.score}
+            )
+        agent.population = population
+        session.commit()
+
+        best = members[0]
+        gain = best.score - seed_score
+        summary = {
+            "seed_version": seed_version.version,
+            "seed_score": seed_score,
+            "best_score": best.score,
+            "population": population,
+        }
+        if best.index == 0 or gain <= 0:
+            return {**summary, "outcome": "kept", "reason": "no candidate beat the live version"}
+        if gain < settings.margin:
+            return {
+                **summary,
+                "outcome": "kept",
+                "reason": f"best candidate gained {gain:.3f}, below the margin {settings.margin}",
+            }
+        if settings.pinned:
+            return {**summary, "outcome": "kept", "reason": "the prompt is pinned"}
+        session.refresh(agent)
+        if agent.live_prompt_version_id != seed_version.id:
+            return {
+                **summary,
+                "outcome": "kept",
+                "reason": "the live version changed during the run; not promoting over it",
+            }
+        winner = versions[best.index]
+        activate_prompt_version(
+            session,
+            agent=agent,
+            version=winner.version,
+            reason=f"fast loop: validation {seed_score:.3f} -> {best.score:.3f}",
+            job_id=job_id,
+        )
+        return {
+            **summary,
+            "outcome": "promoted",
+            "promoted_version": winner.version,
+            "reason": f"promoted v{winner.version}: "
+            f"validation {seed_score:.3f} -> {best.score:.3f}",
+        }
