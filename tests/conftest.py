@@ -187,9 +187,12 @@ def start_api(stack: Stack, name: str = "api", **env: str) -> tuple[Process, str
     return api, url
 
 
-def start_worker(stack: Stack, name: str = "worker", **env: str) -> Process:
+def start_worker(
+    stack: Stack, name: str = "worker", *, queues: str | None = None, **env: str
+) -> Process:
     """A real Celery worker process (`fastslow worker`) on the run's broker."""
-    worker = Process(name, [str(VENV_BIN / "fastslow"), "worker"], {**stack.env, **env})
+    args = [str(VENV_BIN / "fastslow"), "worker"] + (["--queues", queues] if queues else [])
+    worker = Process(name, args, {**stack.env, **env})
     wait_until(
         lambda: "ready." in worker.log_tail() or not worker.alive, timeout=120, what="the worker"
     )

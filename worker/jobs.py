@@ -22,8 +22,6 @@ from backend.jobs.service import JobReporter
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 15.0
-
 
 @dataclass(frozen=True)
 class JobOutcome:
@@ -60,7 +58,7 @@ def run_job(
     work: Work,
     run: Callable[[Coroutine[Any, Any, JobOutcome]], JobOutcome],
     *,
-    heartbeat_s: float = HEARTBEAT_INTERVAL_S,
+    heartbeat_s: float,
 ) -> bool:
     """Run `work` for a queued job; False if the job was not there to claim."""
     with database.session() as session:

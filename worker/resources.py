@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
+import backend.models  # noqa: F401  (every table, so foreign keys between domains resolve)
 from backend.config import get_settings
 from backend.db import Database
 from backend.engines import Engine, build_engine
@@ -25,6 +26,11 @@ class WorkerResources:
         self.database = Database(self.settings.database_url)
         self.loop = asyncio.new_event_loop()
         self._engine: Engine | None = None
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Beat well within the reaper's timeout, so a live job is never taken for dead."""
+        return min(15.0, self.settings.job_heartbeat_timeout_s / 4)
 
     @property
     def engine(self) -> Engine:

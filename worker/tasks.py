@@ -27,7 +27,7 @@ def evaluate(job_id: str) -> None:
     async def work(job: Job, reporter: JobReporter) -> JobOutcome:
         return await evaluate_agent(res.database, res.engine, job, reporter)
 
-    run_job(res.database, uuid.UUID(job_id), work, res.run)
+    run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
 
 
 @celery_app.task(name=OPTIMIZE_TASK)  # type: ignore[untyped-decorator]
@@ -38,7 +38,7 @@ def optimize(job_id: str) -> None:
     async def work(job: Job, reporter: JobReporter) -> JobOutcome:
         return await optimize_agent(res.database, res.engine, lm, job, reporter)
 
-    run_job(res.database, uuid.UUID(job_id), work, res.run)
+    run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
 
 
 @celery_app.task(name=FAST_LOOP_TRIGGER_TASK)  # type: ignore[untyped-decorator]

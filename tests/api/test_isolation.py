@@ -30,6 +30,7 @@ class Route:
     scope: Scope
     body: dict[str, Any] | None = None
     files: bool = False
+    query: dict[str, str] | None = None
 
 
 ROUTES: dict[tuple[str, str], Route] = {
@@ -57,6 +58,9 @@ ROUTES: dict[tuple[str, str], Route] = {
         "admin", "scoped", {"instructions": "x", "activate": False}
     ),
     ("GET", "/api/v1/agents/{slug}/prompts/{version}"): Route("admin", "scoped"),
+    ("GET", "/api/v1/agents/{slug}/prompts/diff"): Route(
+        "admin", "scoped", query={"a": "1", "b": "1"}
+    ),
     ("POST", "/api/v1/agents/{slug}/prompts/{version}/activate"): Route("admin", "scoped", {}),
     ("GET", "/api/v1/agents/{slug}/adapters"): Route("admin", "scoped"),
     ("POST", "/api/v1/agents/{slug}/adapters"): Route("admin", "scoped", files=True),
@@ -65,6 +69,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         "admin", "scoped", {"version": None}
     ),
     ("POST", "/api/v1/agents/{slug}/evaluate"): Route("admin", "scoped", {"prompts": ["Hi"]}),
+    ("POST", "/api/v1/agents/{slug}/optimize"): Route("admin", "scoped"),
     ("GET", "/api/v1/jobs"): Route("admin", "listing"),
     ("GET", "/api/v1/jobs/{job_id}"): Route("admin", "scoped"),
     ("GET", "/api/v1/rollouts"): Route("admin", "listing"),
@@ -151,7 +156,7 @@ def _call(
             (world.lora / "adapter_model.safetensors").open("rb") as w,
         ):
             return client.request(method, url, files={"config": c, "weights": w}, headers=headers)
-    return client.request(method, url, json=body, headers=headers)
+    return client.request(method, url, json=body, headers=headers, params=route.query)
 
 
 def test_isolation_and_roles_on_every_route(app_client: TestClient, world: World) -> None:

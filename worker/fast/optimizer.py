@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_CONSECUTIVE_ERRORS = 3
+PERFECT_SCORE = 1.0
 
 
 class _Progress(StopperProtocol):
@@ -76,9 +77,11 @@ class _Progress(StopperProtocol):
     def log(self, message: str) -> None:
         self.reporter.log(message)
 
-    # StopperProtocol
+    # StopperProtocol: stop on repeated system errors, or once a candidate is perfect on the
+    # validation set (nothing can beat it; the rest of the budget would be spent for nothing).
     def __call__(self, gepa_state: Any) -> bool:
-        return self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS
+        perfect = self.best_score is not None and self.best_score >= PERFECT_SCORE
+        return perfect or self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -228,10 +231,10 @@ async def optimize_agent(
             reflection_minibatch_size=min(3, len(train)),
             candidate_selection_strategy="pareto",
             # Context is instructions and demonstrations together: for a small model neither
-        # alone moves answers much, both do (see the field notes), so mutate both at once.
-        module_selector="all",
+            # alone moves answers much, both do (see the field notes), so mutate both at once.
+            module_selector="all",
             skip_perfect_score=True,
-            perfect_score=1.0,
+            perfect_score=PERFECT_SCORE,
             raise_on_exception=False,
             stop_callbacks=[progress],
             # GEPA calls the callback methods an object has (duck typing); ours has four.
