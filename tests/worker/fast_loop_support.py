@@ -7,23 +7,11 @@ from typing import Any
 
 import httpx
 
+from backend.simulation import SUPPORT_QUESTIONS, WantsShortAnswers
 from tests.conftest import TenantKeys
 
-QUESTIONS = [
-    "Where is my order #10001?",
-    "Can I return my shoes?",
-    "Do you ship to Norway?",
-    "How do I reset my password?",
-    "My package arrived damaged, what now?",
-    "Is there a discount for students?",
-    "How long does a refund take?",
-    "Can I pay with PayPal?",
-    "Do you have gift cards?",
-    "Why was my card declined?",
-    "Can I change my delivery address?",
-    "Where is my order #10002?",
-]
-WORD_LIMIT = 12
+QUESTIONS = SUPPORT_QUESTIONS
+USER = WantsShortAnswers(limit=12)
 
 
 def create_agent(api: str, tenant: TenantKeys, **fast_loop: Any) -> None:
@@ -32,10 +20,7 @@ def create_agent(api: str, tenant: TenantKeys, **fast_loop: Any) -> None:
         json={
             "slug": "support",
             "system_prompt": "You are a helpful customer support agent.",
-            "reward": {
-                "checks": [{"type": "max_words", "limit": WORD_LIMIT}],
-                "correction_weight": 0,
-            },
+            "reward": USER.reward(),
             "max_tokens_cap": 64,
             "fast_loop": {"min_examples": 4, "budget": 36, "max_tokens": 48, **fast_loop},
         },
@@ -68,17 +53,15 @@ def ask_all(api: str, tenant: TenantKeys, questions: list[str]) -> list[dict[str
 
 
 def rate_like_users(api: str, tenant: TenantKeys, completions: list[dict[str, Any]]) -> int:
-    """Users who want short answers: thumbs down, "too long" and a short correction for long
-    answers; thumbs up otherwise. Returns how many answers were too long."""
+    """Users who want short answers rate every answer; returns how many were too long."""
     too_long = 0
     for completion in completions:
         answer = completion["choices"][0]["message"]["content"]
-        words = answer.split()
-        body: dict[str, Any] = {"completion_id": completion["id"], "score": 1}
-        if len(words) > WORD_LIMIT:
-            too_long += 1
-            short = " ".join(answer.split(".")[0].split()[:10]).rstrip(",;:") + "."
-            body = {**body, "score": -1, "comment": "too long", "correction": short}
-        response = httpx.post(f"{api}/v1/feedback", json=body, headers=tenant.headers("member"))
+        too_long += not USER.satisfied(answer)
+        response = httpx.post(
+            f"{api}/v1/feedback",
+            json=USER.feedback(completion["id"], answer),
+            headers=tenant.headers("member"),
+        )
         assert response.status_code == 201, response.text
     return too_long
