@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         None, description="API key for `reflection_lm_url`."
     )
     fast_loop_check_interval_s: float = Field(
-        20.0, gt=0, description="How often beat looks for agents whose fast loop is due."
+        10.0, gt=0, description="How often beat looks for agents whose fast loop is due."
     )
     job_heartbeat_timeout_s: int = Field(
         600, gt=0, description="A running job silent for longer is marked failed by the reaper."

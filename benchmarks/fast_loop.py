@@ -47,6 +47,9 @@ from backend.simulation import SUPPORT_QUESTIONS, WantsShortAnswers  # noqa: E40
 from worker.fast.data import load_examples, split  # noqa: E402
 
 FASTSLOW = REPO / ".venv" / "bin" / "fastslow"
+BASE_MODEL = os.environ.get(
+    "FASTSLOW_BASE_MODEL", str(REPO / "data" / "models" / "SmolLM2-135M-Instruct")
+)
 SYSTEM_PROMPT = "You are a helpful customer support agent."
 
 
@@ -57,7 +60,7 @@ def start_platform(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         if not k.startswith("FASTSLOW_") or k == "FASTSLOW_BASE_MODEL"
     }
     env["FASTSLOW_DATA_DIR"] = str(data_dir)
-    env.setdefault("FASTSLOW_BASE_MODEL", str(REPO / "data" / "models" / "SmolLM2-135M-Instruct"))
+    env["FASTSLOW_BASE_MODEL"] = BASE_MODEL
     log = (data_dir / "up.log").open("wb")
     process = subprocess.Popen(
         [str(FASTSLOW), "up", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -164,7 +167,7 @@ def run_plain_gepa(data_dir: Path, budget: int, user: WantsShortAnswers) -> dict
     from gepa.core.adapter import EvaluationBatch
     from gepa.core.result import GEPAResult
 
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, base_model=BASE_MODEL)
     engine = LocalEngine(settings.base_model_path, settings.base_model_name)
     database = Database(settings.database_url)
     with database.session() as session:

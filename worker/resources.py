@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
-import backend.models  # noqa: F401  (every table, so foreign keys between domains resolve)
 from backend.config import get_settings
 from backend.db import Database
 from backend.engines import Engine, build_engine

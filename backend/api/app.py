@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 
-import backend.models  # noqa: F401  (every table, so foreign keys between domains resolve)
 from backend.adapters.views import router as adapters_router
 from backend.agents.views import router as agents_router
 from backend.api.errors import install_error_handlers
