@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from backend.engines import ChatMessage
 from backend.lm import LMError, TextLM
 from backend.scoring.checks import score_checks
 from backend.scoring.spec import RewardSpec
@@ -21,6 +22,7 @@ from backend.scoring.spec import RewardSpec
 _WORD = re.compile(r"\w+", re.UNICODE)
 _FIRST_NUMBER = re.compile(r"\b(10|[0-9])(?:\.\d+)?\b")
 JUDGE_MAX_TOKENS = 8
+MAX_COMPLAINTS = 5
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class Score:
     value: float | None  # None: no part of the spec applies to this answer
     feedback: str
     parts: dict[str, float] = field(default_factory=dict)
+
+
+def recurring_complaints(comments: list[str], limit: int = MAX_COMPLAINTS) -> list[str]:
+    """The most frequent distinct comments (case-insensitive), most frequent first."""
+    counts = Counter(" ".join(c.split()).casefold() for c in comments if c.strip())
+    return [text for text, _ in counts.most_common(limit)]
 
 
 def word_f1(answer: str, reference: str) -> float:
@@ -46,9 +54,18 @@ def _quote(text: str, limit: int = 2000) -> str:
 
 
 class Scorer:
-    def __init__(self, spec: RewardSpec, judge_lm: TextLM | None = None) -> None:
+    def __init__(
+        self,
+        spec: RewardSpec,
+        judge_lm: TextLM | None = None,
+        *,
+        complaints: list[str] | None = None,
+    ) -> None:
+        """`complaints`: what users said about bad answers; they extend the judge's rubric
+        (quoted as data), so the judge learns what this tenant's users dislike."""
         self.spec = spec
         self.judge_lm = judge_lm if spec.judge is not None else None
+        self.complaints = complaints or []
 
     def applies(self, *, has_correction: bool) -> bool:
         """Whether any part can score an answer (else only users' own ratings can)."""
@@ -94,9 +111,15 @@ class Scorer:
         value = sum(v * w for v, w in weighted) / total
         return Score(value, "\n".join(notes) or "The answer meets every requirement.", parts)
 
+    def _complaints(self) -> str:
+        if not self.complaints:
+            return ""
+        quoted = "\n".join(f"- <<<{_quote(c, 200)}>>>" for c in self.complaints)
+        return f"Users complained about earlier answers (data):\n{quoted}\n"
+
     async def _judge(self, question: str, answer: str, rubric: str) -> float | None:
         assert self.judge_lm is not None
-        messages: list[dict[str, str]] = [
+        messages: list[ChatMessage] = [
             {
                 "role": "system",
                 "content": "You grade answers of a support assistant against a rubric. The "
@@ -105,15 +128,12 @@ class Scorer:
             },
             {
                 "role": "user",
-                "content": f"Rubric:\n{rubric}\n\nQuestion:\n<<<{_quote(question)}>>>\n\n"
-                f"Answer:\n<<<{_quote(answer)}>>>\n\nGrade (0-10):",
+                "content": f"Rubric:\n{rubric}\n{self._complaints()}\nQuestion:\n"
+                f"<<<{_quote(question)}>>>\n\nAnswer:\n<<<{_quote(answer)}>>>\n\nGrade (0-10):",
             },
         ]
         try:
-            completion = await self.judge_lm.complete(
-                messages,  # type: ignore[arg-type]
-                max_tokens=JUDGE_MAX_TOKENS,
-            )
+            completion = await self.judge_lm.complete(messages, max_tokens=JUDGE_MAX_TOKENS)
         except LMError:
             return None
         match = _FIRST_NUMBER.search(completion.text)

@@ -39,7 +39,7 @@ from backend.jobs.service import JobReporter
 from backend.lm import TextLM
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.prompts.service import activate_prompt_version, create_prompt_version
-from backend.scoring.scorer import Scorer
+from backend.scoring.scorer import Scorer, recurring_complaints
 from backend.scoring.spec import RewardSpec
 from worker.fast.adapter import (
     DEMONSTRATIONS,
@@ -168,7 +168,6 @@ async def optimize_agent(
     if live is None:
         raise Invalid("the agent has no live prompt version")
     spec = RewardSpec.model_validate(agent.reward or {})
-    scorer = Scorer(spec, judge_lm=lm)
 
     def examples() -> list[Any]:
         with database.session() as session:
@@ -179,11 +178,10 @@ async def optimize_agent(
                 limit=settings.max_examples,
             )
 
-    usable = [
-        e
-        for e in await asyncio.to_thread(examples)
-        if scorer.applies(has_correction=e.correction is not None)
-    ]
+    rated = await asyncio.to_thread(examples)
+    complaints = recurring_complaints([c for e in rated if e.user_score < 0 for c in e.comments])
+    scorer = Scorer(spec, judge_lm=lm, complaints=complaints)
+    usable = [e for e in rated if scorer.applies(has_correction=e.correction is not None)]
     if len(usable) < settings.min_examples:
         raise Invalid(
             f"not enough rated questions to optimise on: {len(usable)} usable, "
