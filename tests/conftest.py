@@ -205,3 +205,53 @@ def api_server(stack: Stack) -> Iterator[str]:
     api, url = start_api(stack)
     yield url
     api.stop()
+
+
+class VllmServer:
+    """A real vLLM OpenAI server (the CPU build) for the base model, on a fixed port, which a
+    test may stop and start again (engine restarts)."""
+
+    START_TIMEOUT_S = 600
+
+    def __init__(self, base_model_dir: Path) -> None:
+        # Fewer adapter slots than the tests use adapters, so "more live adapters than
+        # --max-loras" is exercised whenever several agents are served.
+        self.settings = Settings(
+            base_model=str(base_model_dir),
+            vllm_python=REPO / ".venv-vllm" / "bin" / "python",
+            vllm_max_loras=2,
+            vllm_max_cpu_loras=3,
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: Process | None = None
+
+    def start(self) -> None:
+        from backend.engines.vllm_server import vllm_launch
+
+        if not self.settings.vllm_python.exists():
+            pytest.fail("no vLLM environment: run `make vllm-env` (make test does)")
+        launch = vllm_launch(self.settings, host="127.0.0.1", port=self.port, gpu=False)
+        self.process = process = Process("vllm", launch.argv, launch.env)
+        wait_until(
+            lambda: http_ok(f"{self.url}/health") or not process.alive,
+            timeout=self.START_TIMEOUT_S,
+            interval=1,
+            what="vLLM to start",
+        )
+        assert process.alive, f"vLLM exited:\n{process.log_tail()}"
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(base_model_dir: Path) -> Iterator[VllmServer]:
+    """The run's vLLM server, started on first use."""
+    server = VllmServer(base_model_dir)
+    server.start()
+    yield server
+    if server.process is not None:
+        server.process.stop()

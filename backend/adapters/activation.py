@@ -1,9 +1,22 @@
-"""Activating an adapter version: load it in the engine, probe it with a real request, and only
-then move the agent's live pointer. A failed load or probe leaves the old version serving and
-marks the new one failed with the reason."""
+"""The swap protocol for activating adapter version N of an agent:
+
+1. load it in the engine under its own name (never in place under a live name: vLLM can reuse
+   prefix-cache blocks of the previous adapter),
+2. probe it with one real request,
+3. move the agent's live pointer in one transaction (with its audit row),
+4. let requests still using the old name finish, then unload the old name.
+
+A failed load or probe leaves the old version serving and marks the new one failed with the
+reason. Rollback is the same protocol pointing at an older version. Other processes see the new
+pointer on their next request (they read it per request); an engine that does not know the
+name yet (another replica, or a restarted engine) loads it on first use.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 
 from starlette.concurrency import run_in_threadpool
@@ -21,11 +34,16 @@ from backend.engines import (
     SamplingParams,
 )
 from backend.errors import Invalid, Unavailable
+from backend.runtime.agent import InFlight
+
+logger = logging.getLogger(__name__)
 
 PROBE = GenerationRequest(
     messages=[{"role": "user", "content": "Hello"}],
     sampling=SamplingParams(max_tokens=1, temperature=0.0),
 )
+DRAIN_TIMEOUT_S = 600.0
+_unloads: set[asyncio.Task[None]] = set()  # keeps background unloads alive until done
 
 
 def adapter_ref(row: AdapterVersion) -> AdapterRef:
@@ -41,39 +59,23 @@ async def activate_adapter(
     version: int | None,
     reason: str,
     actor_key_id: uuid.UUID | None,
+    in_flight: InFlight | None = None,
+    unload_grace_s: float = 30.0,
     retry_after_s: int = 5,
 ) -> AdapterVersion | None:
     """Make adapter `version` live for the agent (`None`: serve the base model)."""
 
-    def load() -> AdapterVersion | None:
+    def load() -> tuple[AdapterVersion | None, AdapterRef | None]:
         with database.session() as session:
             agent = get_agent(session, tenant_id=tenant_id, slug=slug)
+            old = adapter_ref(agent.live_adapter) if agent.live_adapter else None
             if version is None:
-                return None
-            return service.get_adapter_version(session, agent=agent, version=version)
+                return None, old
+            return service.get_adapter_version(session, agent=agent, version=version), old
 
-    row = await run_in_threadpool(load)
+    row, old = await run_in_threadpool(load)
     if row is not None:
-        ref = adapter_ref(row)
-        try:
-            await engine.load_adapter(ref)
-            await engine.generate(GenerationRequest(PROBE.messages, PROBE.sampling, adapter=ref))
-        except EngineUnavailable as exc:
-            raise Unavailable(str(exc), retry_after_s=retry_after_s) from exc
-        except EngineError as exc:
-            reason_failed = str(exc)
-
-            def fail() -> None:
-                with database.session() as session:
-                    failed = session.get(AdapterVersion, row.id)
-                    if failed is not None:
-                        service.mark_adapter_failed(session, row=failed, reason=reason_failed)
-
-            await run_in_threadpool(fail)
-            raise Invalid(
-                f"adapter version {row.version} cannot be served: {reason_failed}",
-                param="version",
-            ) from exc
+        await _load_and_probe(database, engine, row, retry_after_s)
 
     def flip() -> AdapterVersion | None:
         with database.session() as session:
@@ -84,4 +86,50 @@ async def activate_adapter(
             )
             return fresh
 
-    return await run_in_threadpool(flip)
+    activated = await run_in_threadpool(flip)
+    if old is not None and (row is None or old.name != row.engine_name):
+        task = asyncio.create_task(_unload_when_drained(engine, old, in_flight, unload_grace_s))
+        _unloads.add(task)
+        task.add_done_callback(_unloads.discard)
+    return activated
+
+
+async def _load_and_probe(
+    database: Database, engine: Engine, row: AdapterVersion, retry_after_s: int
+) -> None:
+    ref = adapter_ref(row)
+    try:
+        await engine.load_adapter(ref)
+        await engine.generate(GenerationRequest(PROBE.messages, PROBE.sampling, adapter=ref))
+    except EngineUnavailable as exc:
+        raise Unavailable(str(exc), retry_after_s=retry_after_s) from exc
+    except EngineError as exc:
+        reason = str(exc)
+
+        def fail() -> None:
+            with database.session() as session:
+                failed = session.get(AdapterVersion, row.id)
+                if failed is not None:
+                    service.mark_adapter_failed(session, row=failed, reason=reason)
+
+        await run_in_threadpool(fail)
+        with contextlib.suppress(EngineError):
+            await engine.unload_adapter(ref.name)
+        raise Invalid(
+            f"adapter version {row.version} cannot be served: {reason}", param="version"
+        ) from exc
+
+
+async def _unload_when_drained(
+    engine: Engine, old: AdapterRef, in_flight: InFlight | None, grace_s: float
+) -> None:
+    if in_flight is not None:
+        await in_flight.drained(old.name, timeout_s=DRAIN_TIMEOUT_S)
+    await asyncio.sleep(grace_s)
+    if in_flight is not None and in_flight.count(old.name):
+        return  # rolled back to it meanwhile: it is serving again
+    try:
+        await engine.unload_adapter(old.name)
+        logger.info("unloaded swapped-out adapter %s", old.name)
+    except EngineError as exc:  # the engine may be restarting; it will not reload it by itself
+        logger.warning("could not unload swapped-out adapter %s: %s", old.name, exc)

@@ -36,11 +36,18 @@ def validate_adapter_dir(directory: Path, *, max_rank: int) -> dict[str, Any]:
         raise Invalid(f"{CONFIG_FILE} names no target_modules")
     try:
         with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as weights:
-            names = list(weights.keys())
+            shapes = {name: weights.get_slice(name).get_shape() for name in weights.keys()}  # noqa: SIM118
     except Exception as exc:
         raise Invalid(f"{WEIGHTS_FILE} is not a safetensors file: {exc}", param="weights") from exc
-    if not any("lora_A" in n for n in names) or not any("lora_B" in n for n in names):
+    if not any("lora_A" in n for n in shapes) or not any("lora_B" in n for n in shapes):
         raise Invalid(f"{WEIGHTS_FILE} holds no lora_A/lora_B tensors")
+    # Engines do not all check this: vLLM serves a rank-mismatched adapter, silently wrong.
+    # (With a per-module `rank_pattern`, ranks legitimately differ; peft checks those.)
+    if not config.get("rank_pattern"):
+        for name, shape in shapes.items():
+            found = shape[0] if "lora_A" in name else shape[-1] if "lora_B" in name else rank
+            if found != rank:
+                raise Invalid(f"{name} has rank {found}, but adapter_config.json says r={rank}")
     return config
 
 

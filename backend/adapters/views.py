@@ -4,7 +4,7 @@ import shutil
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from backend.adapters import service
 from backend.adapters.activation import activate_adapter
@@ -92,6 +92,7 @@ async def activate_adapter_version(
     database: DatabaseDep,
     engine: EngineDep,
     settings: SettingsDep,
+    request: Request,
 ) -> AdapterVersionRead | None:
     """Serve adapter `version` (or the base model for null): loaded and probed first; a
     version that fails stays out of service and is marked failed with the reason."""
@@ -103,6 +104,8 @@ async def activate_adapter_version(
         version=body.version,
         reason=body.reason,
         actor_key_id=caller.key_id,
+        in_flight=request.app.state.runtime.in_flight,
+        unload_grace_s=settings.adapter_unload_grace_s,
         retry_after_s=settings.engine_retry_after_s,
     )
     if row is None:

@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -153,16 +154,49 @@ def build_agent_graph(engine: Engine, recorder: Recorder) -> Any:
     return graph.compile()
 
 
+class InFlight:
+    """How many turns of this process are using each adapter name right now, so an adapter
+    that was swapped out is unloaded only after the requests still using it have finished."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def track(self, adapter: AdapterRef | None) -> Iterator[None]:
+        if adapter is None:
+            yield
+            return
+        self._counts[adapter.name] += 1
+        try:
+            yield
+        finally:
+            self._counts[adapter.name] -= 1
+            if not self._counts[adapter.name]:
+                del self._counts[adapter.name]
+
+    def count(self, name: str) -> int:
+        return self._counts[name]
+
+    async def drained(self, name: str, *, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        # Polled: this runs only after a swap, and an Event per adapter name is not worth it.
+        while self._counts[name] and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return not self._counts[name]
+
+
 class AgentRuntime:
     """Runs turns through the graph; the one entry point of the serving path."""
 
     def __init__(self, engine: Engine, recorder: Recorder) -> None:
         self.engine = engine
         self.recorder = recorder
+        self.in_flight = InFlight()
         self._graph = build_agent_graph(engine, recorder)
 
     async def run(self, serving: ServingContext, messages: list[ChatMessage]) -> Generation:
-        state = await self._graph.ainvoke({"serving": serving, "messages": messages})
+        with self.in_flight.track(serving.adapter):
+            state = await self._graph.ainvoke({"serving": serving, "messages": messages})
         generation: Generation | None = state["generation"]
         assert generation is not None, "a non-streamed turn always completes"
         return generation
@@ -175,13 +209,14 @@ class AgentRuntime:
         state_in: TurnState = {"serving": serving, "messages": messages, "abandoned": abandoned}
         final: dict[str, Any] = {}
         try:
-            async for mode, chunk in self._graph.astream(
-                state_in, stream_mode=["custom", "values"]
-            ):
-                if mode == "custom":
-                    yield str(chunk)
-                else:
-                    final = chunk
+            with self.in_flight.track(serving.adapter):
+                async for mode, chunk in self._graph.astream(
+                    state_in, stream_mode=["custom", "values"]
+                ):
+                    if mode == "custom":
+                        yield str(chunk)
+                    else:
+                        final = chunk
         finally:
             abandoned.set()  # no-op once the turn is complete
         generation: Generation | None = final.get("generation")

@@ -145,6 +145,7 @@ def test_bad_uploads_store_nothing(
         "not json": not_json,
         "not lora": variant("prefix", {"peft_type": "PREFIX_TUNING"}, None),
         "rank too high": variant("rank", {"r": 4096}, None),
+        "rank mismatch": variant("mismatch", {"r": 4}, None),
         "junk weights": variant("junk", None, b"\x00" * 64),
     }
     for name, directory in cases.items():
