@@ -12,6 +12,10 @@ from typing import Any
 
 import httpx
 
+from backend.adapters.synthetic import make_lora
+
+__all__ = ["make_lora", "reference_generate"]
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 VENV_BIN = REPO / ".venv" / "bin"
@@ -84,32 +88,6 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def make_lora(base_model: Path, out_dir: Path, *, seed: int, scale: float = 0.3) -> Path:
-    """A LoRA adapter with real, non-zero weights (B != 0), so it changes the model's output.
-
-    A LoRA straight from initialisation has B = 0 and proves nothing about serving adapters.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    config = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
-        init_lora_weights=False,
-    )
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(scale)
-    peft_model.save_pretrained(str(out_dir))
-    return out_dir
 
 
 def reference_generate(
