@@ -70,6 +70,16 @@ class Settings(BaseSettings):
         32, gt=0, description="Adapters vLLM keeps in its CPU-side cache."
     )
     vllm_extra_args: str = Field("", description="More `vllm serve` flags, space-separated.")
+    adapter_store_url: str = Field(
+        "",
+        description="fsspec URL where adapter versions are stored (e.g. `s3://bucket/adapters`, "
+        "needs `s3fs`); empty: `<data_dir>/adapters` (share it between machines as a mount).",
+    )
+    adapter_cache_dir: Path | None = Field(
+        None,
+        description="Where adapters from `adapter_store_url` are unpacked for the engine; a "
+        "vLLM server on another host must see it. Default `<data_dir>/adapter-cache`.",
+    )
     adapter_unload_grace_s: float = Field(
         30.0,
         ge=0,
@@ -132,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.data_dir / "adapters"
+
+    @property
+    def adapter_cache_path(self) -> Path:
+        return self.adapter_cache_dir or self.data_dir / "adapter-cache"
 
     @property
     def base_model_path(self) -> Path:

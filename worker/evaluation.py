@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from backend.adapters.activation import adapter_ref
+from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
 from backend.db import Database
 from backend.engines import ChatMessage, Engine, GenerationRequest, SamplingParams
@@ -47,7 +49,7 @@ def recent_questions(database: Database, agent: Agent, limit: int) -> list[str]:
 
 
 async def evaluate_agent(
-    database: Database, engine: Engine, job: Job, reporter: JobReporter
+    database: Database, engine: Engine, store: AdapterStore, job: Job, reporter: JobReporter
 ) -> JobOutcome:
     params = job.params
 
@@ -77,7 +79,11 @@ async def evaluate_agent(
     sampling = SamplingParams(
         max_tokens=min(int(params["max_tokens"]), agent.max_tokens_cap), temperature=0.0
     )
-    adapter = adapter_ref(agent.live_adapter) if agent.live_adapter else None
+    adapter = (
+        await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
+        if agent.live_adapter
+        else None
+    )
     reporter.log(
         f"evaluating {len(questions)} questions with prompt v{agent.live_prompt_version} and "
         f"adapter {agent.live_adapter_version or 'none'}"

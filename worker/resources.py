@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from backend.adapters.storage import adapter_store
 from backend.config import get_settings
 from backend.db import Database
 from backend.engines import Engine, build_engine
@@ -24,6 +25,7 @@ class WorkerResources:
         self.settings = get_settings()
         self.database = Database(self.settings.database_url)
         self.loop = asyncio.new_event_loop()
+        self.store = adapter_store(self.settings)
         self._engine: Engine | None = None
 
     @property

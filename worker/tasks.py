@@ -25,7 +25,7 @@ def evaluate(job_id: str) -> None:
     res = resources()
 
     async def work(job: Job, reporter: JobReporter) -> JobOutcome:
-        return await evaluate_agent(res.database, res.engine, job, reporter)
+        return await evaluate_agent(res.database, res.engine, res.store, job, reporter)
 
     run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
 
@@ -36,7 +36,7 @@ def optimize(job_id: str) -> None:
     lm = reflection_lm(res.settings, res.engine)
 
     async def work(job: Job, reporter: JobReporter) -> JobOutcome:
-        return await optimize_agent(res.database, res.engine, lm, job, reporter)
+        return await optimize_agent(res.database, res.engine, res.store, lm, job, reporter)
 
     run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
 

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.adapters import service
 from backend.adapters.models import AdapterVersion
+from backend.adapters.storage import AdapterStore
 from backend.agents.service import get_agent
 from backend.db import Database
 from backend.engines import (
@@ -46,13 +47,16 @@ DRAIN_TIMEOUT_S = 600.0
 _unloads: set[asyncio.Task[None]] = set()  # keeps background unloads alive until done
 
 
-def adapter_ref(row: AdapterVersion) -> AdapterRef:
-    return AdapterRef(name=row.engine_name, path=row.path)
+def adapter_ref(row: AdapterVersion, store: AdapterStore) -> AdapterRef:
+    """The engine's view of a version: its unique name and a local directory with its files
+    (materialised from the adapter store on first use; blocking I/O)."""
+    return AdapterRef(name=row.engine_name, path=str(store.local_dir(row.path)))
 
 
 async def activate_adapter(
     database: Database,
     engine: Engine,
+    store: AdapterStore,
     *,
     tenant_id: uuid.UUID,
     slug: str,
@@ -65,17 +69,19 @@ async def activate_adapter(
 ) -> AdapterVersion | None:
     """Make adapter `version` live for the agent (`None`: serve the base model)."""
 
-    def load() -> tuple[AdapterVersion | None, AdapterRef | None]:
+    def load() -> tuple[AdapterVersion | None, AdapterRef | None, AdapterRef | None]:
         with database.session() as session:
             agent = get_agent(session, tenant_id=tenant_id, slug=slug)
-            old = adapter_ref(agent.live_adapter) if agent.live_adapter else None
+            live = agent.live_adapter
+            old = AdapterRef(live.engine_name, live.path) if live else None
             if version is None:
-                return None, old
-            return service.get_adapter_version(session, agent=agent, version=version), old
+                return None, None, old
+            row = service.get_adapter_version(session, agent=agent, version=version)
+            return row, adapter_ref(row, store), old
 
-    row, old = await run_in_threadpool(load)
-    if row is not None:
-        await _load_and_probe(database, engine, row, retry_after_s)
+    row, ref, old = await run_in_threadpool(load)
+    if row is not None and ref is not None:
+        await _load_and_probe(database, engine, row, ref, retry_after_s)
 
     def flip() -> AdapterVersion | None:
         with database.session() as session:
@@ -95,9 +101,8 @@ async def activate_adapter(
 
 
 async def _load_and_probe(
-    database: Database, engine: Engine, row: AdapterVersion, retry_after_s: int
+    database: Database, engine: Engine, row: AdapterVersion, ref: AdapterRef, retry_after_s: int
 ) -> None:
-    ref = adapter_ref(row)
     try:
         await engine.load_adapter(ref)
         await engine.generate(GenerationRequest(PROBE.messages, PROBE.sampling, adapter=ref))

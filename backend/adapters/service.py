@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -9,18 +10,19 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.adapters.models import AdapterSource, AdapterStatus, AdapterVersion
-from backend.adapters.storage import LocalAdapterStore, validate_adapter_dir
+from backend.adapters.storage import AdapterStore, validate_adapter_dir
 from backend.agents.models import Agent
 from backend.agents.service import record_activation
 from backend.agents.versions import add_next_version, get_version, list_versions
 from backend.db import new_id
+from backend.errors import Unavailable
 
 _CONFIG_KEYS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")
 
 
 def register_adapter(
     session: Session,
-    store: LocalAdapterStore,
+    store: AdapterStore,
     *,
     agent: Agent,
     staging: Path,
@@ -40,12 +42,16 @@ def register_adapter(
     try:
         config = validate_adapter_dir(staging, max_rank=max_rank)
     except Exception:
-        store.discard(staging)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     version_id = new_id()
-    path = store.commit(
-        staging, tenant_id=agent.tenant_id, agent_id=agent.id, version_id=version_id
-    )
+    try:
+        location = store.commit(
+            staging, tenant_id=agent.tenant_id, agent_id=agent.id, version_id=version_id
+        )
+    except Exception as exc:  # the store's errors vary by backend (OSError, botocore, ...)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise Unavailable(f"the adapter store is unavailable: {exc}") from exc
 
     def make(number: int) -> AdapterVersion:
         return AdapterVersion(
@@ -53,7 +59,7 @@ def register_adapter(
             tenant_id=agent.tenant_id,
             agent_id=agent.id,
             version=number,
-            path=str(path),
+            path=location,
             base_model=agent.base_model,
             source=source,
             config={k: config[k] for k in _CONFIG_KEYS if k in config},
@@ -67,7 +73,7 @@ def register_adapter(
     try:
         return add_next_version(session, AdapterVersion, agent=agent, make=make)
     except Exception:
-        store.discard(path)
+        store.discard(location)
         raise
 
 

@@ -10,7 +10,7 @@ from backend.adapters import service
 from backend.adapters.activation import activate_adapter
 from backend.adapters.models import AdapterSource, AdapterVersion
 from backend.adapters.schemas import AdapterActivation, AdapterVersionRead
-from backend.adapters.storage import CONFIG_FILE, WEIGHTS_FILE, LocalAdapterStore
+from backend.adapters.storage import CONFIG_FILE, WEIGHTS_FILE, adapter_store
 from backend.agents.service import get_agent
 from backend.api.deps import AdminDep, DatabaseDep, EngineDep, SessionDep, SettingsDep
 from backend.errors import PayloadTooLarge
@@ -45,7 +45,7 @@ def upload_adapter(
 ) -> AdapterVersionRead:
     """Register a LoRA adapter trained elsewhere as the agent's next version (not live yet)."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
-    store = LocalAdapterStore(settings.adapters_dir)
+    store = adapter_store(settings)
     staging = store.staging_dir()
     try:
         used = _save(config, staging / CONFIG_FILE, settings.max_adapter_bytes)
@@ -99,6 +99,7 @@ async def activate_adapter_version(
     row = await activate_adapter(
         database,
         engine,
+        adapter_store(settings),
         tenant_id=caller.tenant_id,
         slug=slug,
         version=body.version,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.adapters.activation import adapter_ref
+from backend.adapters.storage import AdapterStore
 from backend.agents.service import get_agent
 from backend.chat.schemas import ChatCompletionRequest
 from backend.config import Settings
@@ -41,7 +42,11 @@ def conversation_of(request: ChatCompletionRequest, settings: Settings) -> list[
 
 
 def resolve_serving(
-    session: Session, *, caller: TenantCaller, request: ChatCompletionRequest
+    session: Session,
+    *,
+    caller: TenantCaller,
+    request: ChatCompletionRequest,
+    store: AdapterStore,
 ) -> ServingContext:
     """Read the agent's live versions now (no cache, so an activation is seen at once)."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=request.model)
@@ -67,7 +72,7 @@ def resolve_serving(
         ],
         adapter_version_id=adapter.id if adapter else None,
         adapter_version=adapter.version if adapter else None,
-        adapter=adapter_ref(adapter) if adapter else None,
+        adapter=adapter_ref(adapter, store) if adapter else None,
         sampling=SamplingParams(
             max_tokens=max_tokens,
             temperature=request.temperature,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from backend.adapters.storage import adapter_store
 from backend.agents.service import list_agents
 from backend.api.deps import DatabaseDep, MemberDep, SessionDep, SettingsDep
 from backend.chat.schemas import ChatCompletionRequest, ModelCard, ModelList
@@ -62,7 +63,9 @@ async def create_chat_completion(
 
     def resolve() -> ServingContext:
         with database.session() as session:
-            return resolve_serving(session, caller=caller, request=body)
+            return resolve_serving(
+                session, caller=caller, request=body, store=adapter_store(settings)
+            )
 
     serving = await run_in_threadpool(resolve)
     runtime = _runtime(request)

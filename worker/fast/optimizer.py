@@ -28,6 +28,7 @@ from gepa.utils import StopperProtocol
 from sqlalchemy import select
 
 from backend.adapters.activation import adapter_ref
+from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
 from backend.agents.schemas import FastLoopSettings
 from backend.agents.service import fast_loop_settings
@@ -150,7 +151,12 @@ def _population(result: Any, size: int) -> list[Member]:
 
 
 async def optimize_agent(
-    database: Database, engine: Engine, lm: TextLM, job: Job, reporter: JobReporter
+    database: Database,
+    engine: Engine,
+    store: AdapterStore,
+    lm: TextLM,
+    job: Job,
+    reporter: JobReporter,
 ) -> JobOutcome:
     def load() -> tuple[Agent, FastLoopSettings]:
         with database.session() as session:
@@ -200,11 +206,16 @@ async def optimize_agent(
     def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    live_adapter = (
+        await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
+        if agent.live_adapter
+        else None
+    )
     adapter = FastLoopAdapter(
         run=run,
         engine=engine,
         scorer=scorer,
-        adapter=adapter_ref(agent.live_adapter) if agent.live_adapter else None,
+        adapter=live_adapter,
         sampling=SamplingParams(
             max_tokens=min(settings.max_tokens, agent.max_tokens_cap), temperature=0.0
         ),
