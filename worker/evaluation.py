@@ -91,6 +91,7 @@ async def evaluate_agent(
 
     items: list[dict[str, Any]] = []
     for step, question in enumerate(questions, start=1):
+        reporter.check_cancelled()
         messages = build_context(
             prompt.instructions if prompt else "",
             demonstrations,

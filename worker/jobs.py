@@ -18,7 +18,7 @@ from sqlalchemy import update
 from backend.db import Database, utcnow
 from backend.jobs import service
 from backend.jobs.models import Job
-from backend.jobs.service import JobReporter
+from backend.jobs.service import JobCancelled, JobReporter
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ def run_job(
     heartbeat.start()
     try:
         outcome = run(work(job, reporter))
+    except JobCancelled as exc:
+        reporter.log(f"stopped: {exc}")
+        with database.session() as session:
+            service.cancel_job(session, job_id=job_id, reason=str(exc))
+        return True
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         reporter.log(traceback.format_exc())

@@ -7,7 +7,13 @@ import uuid
 from datetime import timedelta
 
 from backend.jobs.models import Job
-from backend.jobs.queue import EVALUATE_TASK, FAST_LOOP_TRIGGER_TASK, OPTIMIZE_TASK, REAP_TASK
+from backend.jobs.queue import (
+    EVALUATE_TASK,
+    FAST_LOOP_TRIGGER_TASK,
+    OPTIMIZE_TASK,
+    REAP_TASK,
+    dispatch_job,
+)
 from backend.jobs.service import JobReporter, reap_stale_jobs
 from backend.lm import reflection_lm
 from worker.app import celery_app
@@ -57,6 +63,9 @@ def reap_stale() -> int:
             timeout=timeout,
             queued_timeout=timedelta(seconds=res.settings.job_queue_timeout_s),
         )
-    if reaped:
-        logger.warning("reaped %d jobs whose workers stopped", reaped)
-    return reaped
+    for job_id, kind in reaped.requeued:
+        logger.warning("job %s lost its worker; queued again to resume", job_id)
+        dispatch_job(celery_app, job_id=job_id, kind=kind)
+    if reaped.failed:
+        logger.warning("failed %d jobs whose workers stopped", reaped.failed)
+    return reaped.failed + len(reaped.requeued)

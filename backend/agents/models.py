@@ -35,6 +35,8 @@ class Agent(Base):
     # The fast loop's latest Pareto population of prompt versions, best first:
     # [{"prompt_version_id", "version", "score"}]. The slow loop samples contexts from it.
     population: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    # Slow-loop (LoRA RL) settings (`SlowLoopSettings`).
+    slow_loop: Mapped[dict[str, Any]] = mapped_column(default=dict)
     live_prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("prompt_versions.id", use_alter=True), default=None
     )

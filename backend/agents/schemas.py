@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -42,6 +42,47 @@ class FastLoopSettings(BaseModel):
     population_size: int = Field(4, ge=1, le=16, description="Candidates kept for the slow loop.")
 
 
+class SlowLoopSettings(BaseModel):
+    """How the slow loop (LoRA RL on the agent's rollouts, Fast-Slow Training) runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(8, ge=1, le=10_000, description="Optimiser steps per run.")
+    questions_per_step: int = Field(4, ge=1, le=1024)
+    group_size: int = Field(4, ge=2, le=64, description="Answers per question (G).")
+    max_tokens: int = Field(48, ge=1, le=4096, description="Answer length while training.")
+    temperature: float = Field(1.0, gt=0, le=2.0, description="Sampling temperature of rollouts.")
+    algorithm: Literal["cispo", "grpo"] = "cispo"
+    clip_ratio_max: float = Field(
+        2.0, gt=1, description="CISPO: importance weights are clipped from above at this."
+    )
+    clip_epsilon: float = Field(0.2, gt=0, lt=1, description="GRPO: PPO clip range.")
+    kl_coef: float = Field(0.04, ge=0, description="Weight of the KL penalty to the base model.")
+    learning_rate: float = Field(2e-4, gt=0, le=1)
+    updates_per_step: int = Field(1, ge=1, le=16, description="Gradient passes over a batch.")
+    lora_rank: int = Field(16, ge=1, le=256)
+    lora_alpha: int = Field(32, ge=1, le=1024)
+    contexts: Literal["population", "live", "none"] = Field(
+        "population",
+        description="Contexts of the rollouts: sampled from the fast loop's population and "
+        "mixed within a group (Fast-Slow Training), the live prompt only, or none.",
+    )
+    refresh_every: int = Field(
+        0, ge=0, description="Every T steps, a fast-loop round refreshes the population (0: off)."
+    )
+    checkpoint_every: int = Field(2, ge=1, description="Save a resumable checkpoint every K steps.")
+    min_questions: int = Field(6, ge=2, description="Fewer distinct questions: no run.")
+    max_questions: int = Field(500, ge=2)
+    validation_fraction: float = Field(0.3, gt=0, lt=1)
+    eval_questions: int = Field(8, ge=1, le=500, description="Validation questions evaluated.")
+    margin: float = Field(
+        0.0, ge=0, le=1, description="Reward gain over the live adapter needed to go live."
+    )
+    kl_budget: float = Field(0.5, gt=0, description="Largest mean per-token KL to the base.")
+    retention_tolerance: float = Field(
+        0.1, ge=0, le=1, description="Largest drop of base-skill accuracy allowed."
+    )
+
+
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     slug: str = Field(pattern=SLUG_PATTERN, description="Lowercase name; the chat `model`.")
@@ -52,6 +93,7 @@ class AgentCreate(BaseModel):
     max_tokens_cap: int | None = Field(None, gt=0, le=MAX_TOKENS_LIMIT)
     description: str = Field("", max_length=500)
     fast_loop: FastLoopSettings | None = None
+    slow_loop: SlowLoopSettings | None = None
 
     _pairs = field_validator("demonstrations")(check_demonstrations)
 
@@ -62,6 +104,9 @@ class AgentUpdate(BaseModel):
     reward: RewardSpec | None = None
     max_tokens_cap: int | None = Field(None, gt=0, le=MAX_TOKENS_LIMIT)
     fast_loop: FastLoopSettings | None = Field(
+        None, description="Only the fields sent change; the others keep their values."
+    )
+    slow_loop: SlowLoopSettings | None = Field(
         None, description="Only the fields sent change; the others keep their values."
     )
 
@@ -75,6 +120,7 @@ class AgentRead(BaseModel):
     reward: dict[str, Any]
     max_tokens_cap: int
     fast_loop: FastLoopSettings
+    slow_loop: SlowLoopSettings
     population: list[dict[str, Any]]
     live_prompt_version: int | None
     live_adapter_version: int | None

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.agents.models import Activation, Agent
-from backend.agents.schemas import FastLoopSettings
+from backend.agents.schemas import FastLoopSettings, SlowLoopSettings
 from backend.errors import Conflict, Invalid, NotFound
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.scoring.spec import RewardSpec
@@ -31,6 +31,7 @@ def create_agent(
     max_tokens_cap: int,
     description: str = "",
     fast_loop: FastLoopSettings | None = None,
+    slow_loop: SlowLoopSettings | None = None,
     created_by: uuid.UUID | None = None,
 ) -> Agent:
     """Create an agent with prompt version 1 live, in one transaction."""
@@ -51,6 +52,7 @@ def create_agent(
         reward=reward.model_dump(mode="json") if reward else {},
         max_tokens_cap=max_tokens_cap,
         fast_loop=fast_loop.model_dump() if fast_loop else {},
+        slow_loop=slow_loop.model_dump() if slow_loop else {},
     )
     session.add(agent)
     try:
@@ -89,6 +91,20 @@ def fast_loop_settings(agent: Agent) -> FastLoopSettings:
     return FastLoopSettings.model_validate(agent.fast_loop or {})
 
 
+def slow_loop_settings(agent: Agent) -> SlowLoopSettings:
+    return SlowLoopSettings.model_validate(agent.slow_loop or {})
+
+
+S = TypeVar("S", FastLoopSettings, SlowLoopSettings)
+
+
+def _merged(current: S, patch: S) -> S:
+    """`current` with the fields the client sent in `patch` (the rest keep their values)."""
+    return type(current).model_validate(
+        {**current.model_dump(), **patch.model_dump(exclude_unset=True)}
+    )
+
+
 def get_agent_or_none(session: Session, *, tenant_id: uuid.UUID, slug: str) -> Agent | None:
     query = select(Agent).where(Agent.tenant_id == tenant_id, Agent.slug == slug)
     return session.scalars(query).unique().one_or_none()
@@ -114,13 +130,12 @@ def update_agent(
     reward: RewardSpec | None = None,
     max_tokens_cap: int | None = None,
     fast_loop: FastLoopSettings | None = None,
+    slow_loop: SlowLoopSettings | None = None,
 ) -> Agent:
     if fast_loop is not None:
-        merged = {
-            **fast_loop_settings(agent).model_dump(),
-            **fast_loop.model_dump(exclude_unset=True),
-        }
-        agent.fast_loop = FastLoopSettings.model_validate(merged).model_dump()
+        agent.fast_loop = _merged(fast_loop_settings(agent), fast_loop).model_dump()
+    if slow_loop is not None:
+        agent.slow_loop = _merged(slow_loop_settings(agent), slow_loop).model_dump()
     if description is not None:
         agent.description = description
     if reward is not None:

@@ -27,6 +27,7 @@ def create_agent(
         max_tokens_cap=body.max_tokens_cap or settings.default_max_tokens,
         description=body.description,
         fast_loop=body.fast_loop,
+        slow_loop=body.slow_loop,
         created_by=caller.key_id,
     )
 
@@ -51,6 +52,7 @@ def update_agent(slug: str, body: AgentUpdate, caller: AdminDep, session: Sessio
         reward=body.reward,
         max_tokens_cap=body.max_tokens_cap,
         fast_loop=body.fast_loop,
+        slow_loop=body.slow_loop,
     )
 
 

@@ -26,6 +26,7 @@ class JobStatus(enum.StrEnum):
 class JobKind(enum.StrEnum):
     EVALUATE = "evaluate"
     OPTIMIZE = "optimize"
+    TRAIN = "train"
 
 
 class Job(Base):
@@ -45,6 +46,10 @@ class Job(Base):
     # (e.g. "optimize:<agent id>"); unique, so a second one cannot be created. Cleared when
     # the job ends, including when the reaper fails a job whose worker died.
     lock_key: Mapped[str | None] = mapped_column(String(100), unique=True, default=None)
+    # Set by an admin; the job stops at its next safe point and ends `cancelled`.
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Times a worker claimed it (a resumable job is re-queued when its worker dies).
+    attempts: Mapped[int] = mapped_column(default=0)
     step: Mapped[int] = mapped_column(default=0)
     total: Mapped[int] = mapped_column(default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -15,6 +15,8 @@ class JobRead(BaseModel):
     agent_id: uuid.UUID | None
     kind: str
     status: JobStatus
+    cancel_requested: bool
+    attempts: int
     params: dict[str, Any]
     step: int
     total: int

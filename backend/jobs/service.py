@@ -7,6 +7,7 @@ runs the same with or without Celery.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,10 +18,13 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.errors import Conflict, NotFound
-from backend.jobs.models import Job, JobStatus
+from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.queue import dispatch_job
 
 LOG_TAIL_CHARS = 8_000
+# Kinds that checkpoint and can resume after their worker died, and how often they may try.
+RESUMABLE_KINDS = frozenset({JobKind.TRAIN})
+MAX_ATTEMPTS = 3
 
 
 def create_job(
@@ -122,12 +126,21 @@ def claim_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
     claimed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now)
+        .values(
+            status=JobStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=Job.attempts + 1,
+        )
     )
     session.commit()
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return session.get(Job, job_id)
+
+
+def cancel_job(session: Session, *, job_id: uuid.UUID, reason: str) -> None:
+    _finish(session, job_id, JobStatus.CANCELLED, error=reason)
 
 
 def fail_job(session: Session, *, job_id: uuid.UUID, error: str) -> None:
@@ -149,12 +162,19 @@ def _finish(session: Session, job_id: uuid.UUID, status: JobStatus, **values: An
     session.commit()
 
 
+@dataclass(frozen=True)
+class Reaped:
+    failed: int
+    requeued: list[tuple[uuid.UUID, str]]  # (job id, kind): to dispatch again
+
+
 def reap_stale_jobs(
     session: Session, *, timeout: timedelta, queued_timeout: timedelta | None = None
-) -> int:
-    """Fail running jobs whose worker stopped sending heartbeats (it died or was killed), and
-    queued jobs no worker took within `queued_timeout` (their message was lost)."""
-    reaped = 0
+) -> Reaped:
+    """Deal with jobs whose worker died: a resumable one (training resumes from its last
+    checkpoint) goes back to the queue, up to MAX_ATTEMPTS claims; others are failed. Queued
+    jobs no worker took within `queued_timeout` (their message was lost) are failed too."""
+    failed = 0
     if queued_timeout is not None:
         never = session.execute(
             update(Job)
@@ -166,20 +186,62 @@ def reap_stale_jobs(
                 error=f"never started: no worker took it within {queued_timeout}",
             )
         )
-        reaped += int(never.rowcount)  # type: ignore[attr-defined]
+        failed += int(never.rowcount)  # type: ignore[attr-defined]
     cutoff = utcnow() - timeout
     stale = session.execute(
-        update(Job)
-        .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
-        .values(
-            status=JobStatus.FAILED,
-            finished_at=utcnow(),
-            lock_key=None,
-            error=f"worker lost: no heartbeat for {int(timeout.total_seconds())} s",
+        select(Job.id, Job.kind, Job.attempts).where(
+            Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff
         )
-    )
+    ).all()
+    requeued: list[tuple[uuid.UUID, str]] = []
+    for job_id, kind, attempts in stale:
+        still_stale = (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+        if kind in RESUMABLE_KINDS and attempts < MAX_ATTEMPTS and not _cancelled(session, job_id):
+            done = session.execute(
+                update(Job)
+                .where(*still_stale)
+                .values(status=JobStatus.QUEUED, heartbeat_at=None, started_at=None)
+            )
+            if done.rowcount:  # type: ignore[attr-defined]
+                requeued.append((job_id, kind))
+            continue
+        done = session.execute(
+            update(Job)
+            .where(*still_stale)
+            .values(
+                status=JobStatus.FAILED,
+                finished_at=utcnow(),
+                lock_key=None,
+                error=f"worker lost: no heartbeat for {int(timeout.total_seconds())} s",
+            )
+        )
+        failed += int(done.rowcount)  # type: ignore[attr-defined]
     session.commit()
-    return reaped + int(stale.rowcount)  # type: ignore[attr-defined]
+    return Reaped(failed, requeued)
+
+
+def _cancelled(session: Session, job_id: uuid.UUID) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next safe point (it
+    activates nothing). A finished job cannot be cancelled."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job.status.finished:
+        raise Conflict(f"job {job_id} already ended ({job.status})")
+    job.cancel_requested = True
+    if job.status == JobStatus.QUEUED:
+        job.status = JobStatus.CANCELLED
+        job.finished_at = utcnow()
+        job.lock_key = None
+        job.error = "cancelled before it started"
+    session.commit()
+    return job
+
+
+class JobCancelled(Exception):
+    """Raised by long-running code at a safe point once an admin asked to cancel the job."""
 
 
 class JobReporter:
@@ -200,6 +262,12 @@ class JobReporter:
         self._log.append(line)
         tail = "\n".join(self._log)[-LOG_TAIL_CHARS:]
         self._update({"log_tail": tail, "heartbeat_at": utcnow()})
+
+    def check_cancelled(self) -> None:
+        """Call at safe points: raises JobCancelled once an admin asked for it."""
+        with self.database.session() as session:
+            if _cancelled(session, self.job_id):
+                raise JobCancelled("cancelled by an admin")
 
     def _update(self, values: dict[str, Any]) -> None:
         with self.database.session() as session:

@@ -32,6 +32,13 @@ def list_jobs(
     )
 
 
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep) -> Job:
+    """Cancel a job: a queued one at once, a running one at its next safe point (it
+    activates nothing). 409 if it already ended."""
+    return service.request_cancel(session, tenant_id=caller.tenant_id, job_id=job_id)
+
+
 @router.get("/{job_id}", response_model=JobRead)
 def get_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep) -> Job:
     """A job with its live progress (`step`/`total`), metrics, result, error and log tail."""

@@ -36,7 +36,7 @@ from backend.db import Database
 from backend.engines import Engine, EngineUnavailable, SamplingParams
 from backend.errors import Invalid
 from backend.jobs.models import Job
-from backend.jobs.service import JobReporter
+from backend.jobs.service import JobCancelled, JobReporter
 from backend.lm import TextLM
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.prompts.service import activate_prompt_version, create_prompt_version
@@ -73,6 +73,7 @@ class _Progress(StopperProtocol):
         self.best_score: float | None = None
         self.consecutive_errors = 0
         self.last_error: Exception | None = None
+        self.cancelled = False
 
     # LoggerProtocol: GEPA's own log lines go to the job's log tail.
     def log(self, message: str) -> None:
@@ -82,7 +83,11 @@ class _Progress(StopperProtocol):
     # validation set (nothing can beat it; the rest of the budget would be spent for nothing).
     def __call__(self, gepa_state: Any) -> bool:
         perfect = self.best_score is not None and self.best_score >= PERFECT_SCORE
-        return perfect or self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS
+        try:
+            self.reporter.check_cancelled()
+        except JobCancelled:
+            self.cancelled = True
+        return perfect or self.cancelled or self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -254,6 +259,8 @@ async def optimize_agent(
         )
 
     result = await asyncio.to_thread(run_gepa)
+    if progress.cancelled:
+        raise JobCancelled("cancelled by an admin; nothing was recorded or activated")
     if progress.consecutive_errors >= MAX_CONSECUTIVE_ERRORS and progress.last_error is not None:
         error = progress.last_error
         if isinstance(error, EngineUnavailable):
