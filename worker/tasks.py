@@ -12,6 +12,7 @@ from backend.jobs.queue import (
     FAST_LOOP_TRIGGER_TASK,
     OPTIMIZE_TASK,
     REAP_TASK,
+    TRAIN_TASK,
     dispatch_job,
 )
 from backend.jobs.service import JobReporter, reap_stale_jobs
@@ -22,6 +23,7 @@ from worker.fast.optimizer import optimize_agent
 from worker.fast.triggers import dispatch_due
 from worker.jobs import JobOutcome, run_job
 from worker.resources import resources
+from worker.slow.trainer import train_agent
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,19 @@ def optimize(job_id: str) -> None:
 
     async def work(job: Job, reporter: JobReporter) -> JobOutcome:
         return await optimize_agent(res.database, res.engine, res.store, lm, job, reporter)
+
+    run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
+
+
+@celery_app.task(name=TRAIN_TASK)  # type: ignore[untyped-decorator]
+def train(job_id: str) -> None:
+    res = resources()
+    lm = reflection_lm(res.settings, res.engine)
+
+    async def work(job: Job, reporter: JobReporter) -> JobOutcome:
+        return await train_agent(
+            res.database, res.engine, res.store, lm, job, reporter, res.settings
+        )
 
     run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
 

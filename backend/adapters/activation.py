@@ -64,10 +64,13 @@ async def activate_adapter(
     reason: str,
     actor_key_id: uuid.UUID | None,
     in_flight: InFlight | None = None,
-    unload_grace_s: float = 30.0,
+    unload_grace_s: float | None = 30.0,
     retry_after_s: int = 5,
 ) -> AdapterVersion | None:
-    """Make adapter `version` live for the agent (`None`: serve the base model)."""
+    """Make adapter `version` live for the agent (`None`: serve the base model).
+
+    `unload_grace_s=None` leaves the old adapter to the engine's own eviction (a caller with no
+    event loop that outlives the call, like a worker task, cannot wait to unload it)."""
 
     def load() -> tuple[AdapterVersion | None, AdapterRef | None, AdapterRef | None]:
         with database.session() as session:
@@ -93,7 +96,8 @@ async def activate_adapter(
             return fresh
 
     activated = await run_in_threadpool(flip)
-    if old is not None and (row is None or old.name != row.engine_name):
+    swapped_out = old is not None and (row is None or old.name != row.engine_name)
+    if swapped_out and old is not None and unload_grace_s is not None:
         task = asyncio.create_task(_unload_when_drained(engine, old, in_flight, unload_grace_s))
         _unloads.add(task)
         task.add_done_callback(_unloads.discard)

@@ -66,9 +66,6 @@ class SlowLoopSettings(BaseModel):
         description="Contexts of the rollouts: sampled from the fast loop's population and "
         "mixed within a group (Fast-Slow Training), the live prompt only, or none.",
     )
-    refresh_every: int = Field(
-        0, ge=0, description="Every T steps, a fast-loop round refreshes the population (0: off)."
-    )
     checkpoint_every: int = Field(2, ge=1, description="Save a resumable checkpoint every K steps.")
     min_questions: int = Field(6, ge=2, description="Fewer distinct questions: no run.")
     max_questions: int = Field(500, ge=2)

@@ -14,6 +14,7 @@ from backend.jobs.models import JobKind
 
 EVALUATE_TASK = "fastslow.jobs.evaluate"
 OPTIMIZE_TASK = "fastslow.jobs.optimize"
+TRAIN_TASK = "fastslow.jobs.train"
 REAP_TASK = "fastslow.jobs.reap_stale"
 FAST_LOOP_TRIGGER_TASK = "fastslow.fast_loop.dispatch_due"
 
@@ -23,10 +24,12 @@ QUEUES = ("fast", "train", "maintenance")
 TASK_OF_KIND: dict[str, str] = {
     JobKind.EVALUATE: EVALUATE_TASK,
     JobKind.OPTIMIZE: OPTIMIZE_TASK,
+    JobKind.TRAIN: TRAIN_TASK,
 }
 TASK_ROUTES: dict[str, dict[str, str]] = {
     EVALUATE_TASK: {"queue": "fast"},
     OPTIMIZE_TASK: {"queue": "fast"},
+    TRAIN_TASK: {"queue": "train"},
     REAP_TASK: {"queue": "maintenance"},
     FAST_LOOP_TRIGGER_TASK: {"queue": "maintenance"},
 }

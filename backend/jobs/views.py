@@ -80,6 +80,22 @@ def evaluate_agent(
     )
 
 
+@agent_jobs_router.post("/train", status_code=202, response_model=JobRead)
+def train_agent(slug: str, caller: AdminDep, session: SessionDep, request: Request) -> Job:
+    """Run the slow loop (LoRA RL on the agent's rollouts) now, on a `train` worker. One run
+    per agent at a time (409 otherwise). The new adapter goes live only if it passes the gate."""
+    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    return _start(
+        session,
+        request,
+        caller,
+        agent_id=agent.id,
+        kind=JobKind.TRAIN,
+        params={"trigger": "admin"},
+        exclusive=True,
+    )
+
+
 @agent_jobs_router.post("/optimize", status_code=202, response_model=JobRead)
 def optimize_agent(slug: str, caller: AdminDep, session: SessionDep, request: Request) -> Job:
     """Run the fast loop for this agent now. One run per agent at a time (409 otherwise).

@@ -1,0 +1,115 @@
+"""The slow loop's math and gate, on hand-computed numbers and on the real model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.agents.schemas import SlowLoopSettings
+from worker.slow.loss import completion_logprobs, group_advantages, policy_loss
+from worker.slow.trainer import gate
+
+
+def test_group_advantages_normalise_within_each_group() -> None:
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    advantages = group_advantages(rewards, 4)
+    # Group 1: mean 0.5, population std 0.5 -> +-1. Group 2: all equal -> no signal.
+    assert torch.allclose(advantages, torch.tensor([1.0, -1.0, -1.0, 1.0, 0, 0, 0, 0]), atol=1e-5)
+
+
+def tiny() -> dict[str, torch.Tensor]:
+    return {
+        "logp": torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -1.5, -3.0]], requires_grad=True),
+        "old": torch.tensor([[-1.5, -1.0, 0.0], [-0.5, -1.0, -2.0]]),
+        "ref": torch.tensor([[-1.0, -2.5, 0.0], [-1.0, -1.5, -2.5]]),
+        "adv": torch.tensor([2.0, -1.0]),
+        "mask": torch.tensor([[1, 1, 0], [1, 1, 1]]),
+    }
+
+
+def k3(ref: float, logp: float) -> float:
+    return math.exp(ref - logp) - (ref - logp) - 1
+
+
+def test_cispo_loss_matches_the_formula() -> None:
+    t = tiny()
+    parts = policy_loss(
+        t["logp"],
+        t["old"],
+        t["ref"],
+        t["adv"],
+        t["mask"],
+        algorithm="cispo",
+        kl_coef=0.1,
+        clip_ratio_max=1.5,
+    )
+    # ratios: row 1: e^0.5 = 1.6487 (clipped to 1.5), e^-1 = 0.3679; row 2: 1, e^-0.5, e^-1
+    w = [[1.5, math.exp(-1.0)], [1.0, math.exp(-0.5), math.exp(-1.0)]]
+    logp = [[-1.0, -2.0], [-0.5, -1.5, -3.0]]
+    ref = [[-1.0, -2.5], [-1.0, -1.5, -2.5]]
+    adv = [2.0, -1.0]
+    terms = [-w[i][j] * adv[i] * logp[i][j] for i in range(2) for j in range(len(logp[i]))]
+    kls = [k3(ref[i][j], logp[i][j]) for i in range(2) for j in range(len(logp[i]))]
+    expected = sum(terms) / 5 + 0.1 * sum(kls) / 5
+    assert parts.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert parts.kl == pytest.approx(sum(kls) / 5, rel=1e-5)
+    assert parts.clipped_fraction == pytest.approx(1 / 5)
+    # The weight is detached: the gradient of token (i, j) is -w * A / tokens.
+    parts.loss.backward()  # type: ignore[no-untyped-call]
+    grad = t["logp"].grad
+    assert grad is not None
+    expected_grad = -1.5 * 2.0 / 5 + 0.1 * (1 - math.exp(-1.0 - -1.0)) / 5
+    assert grad[0, 0].item() == pytest.approx(expected_grad, rel=1e-5)
+    assert grad[0, 2].item() == 0, "padding gets no gradient"
+
+
+def test_grpo_loss_matches_the_formula() -> None:
+    t = tiny()
+    parts = policy_loss(
+        t["logp"],
+        t["old"],
+        t["ref"],
+        t["adv"],
+        t["mask"],
+        algorithm="grpo",
+        kl_coef=0.0,
+        clip_epsilon=0.2,
+    )
+    ratio = [[math.exp(0.5), math.exp(-1.0)], [1.0, math.exp(-0.5), math.exp(-1.0)]]
+    adv = [2.0, -1.0]
+    terms = [-min(r * adv[i], max(min(r, 1.2), 0.8) * adv[i]) for i in range(2) for r in ratio[i]]
+    assert parts.loss.item() == pytest.approx(sum(terms) / 5, rel=1e-5)
+
+
+def test_chunked_logprobs_equal_a_full_softmax(base_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253, 5356], [1, 4093, 198, 1780, 314, 2, 2]])
+    attention = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
+    completion = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        chunked = completion_logprobs(model, ids, attention, completion, chunk_tokens=2)
+        full = torch.log_softmax(model(input_ids=ids, attention_mask=attention).logits, dim=-1)
+    for row in range(2):
+        for t in range(1, 7):
+            if completion[row, t]:
+                assert chunked[row, t].item() == pytest.approx(
+                    full[row, t - 1, ids[row, t]].item(), abs=1e-4
+                )
+            else:
+                assert chunked[row, t].item() == 0
+
+
+def test_gate_decides_both_ways() -> None:
+    settings = SlowLoopSettings(margin=0.05, kl_budget=0.2, retention_tolerance=0.1)
+    good = {"candidate_reward": 0.6, "live_reward": 0.4, "kl_to_base": 0.05, "retention_drop": 0.0}
+    assert gate(good, settings)[0]
+    assert not gate({**good, "candidate_reward": 0.42}, settings)[0], "below the margin"
+    assert not gate({**good, "candidate_reward": 0.4}, settings)[0], "a tie changes nothing"
+    assert not gate({**good, "kl_to_base": 0.5}, settings)[0], "too far from the base"
+    refused, reason = gate({**good, "retention_drop": 0.3}, settings)
+    assert not refused and "base-skill" in reason
