@@ -67,6 +67,9 @@ class SlowLoopSettings(BaseModel):
         "mixed within a group (Fast-Slow Training), the live prompt only, or none.",
     )
     checkpoint_every: int = Field(2, ge=1, description="Save a resumable checkpoint every K steps.")
+    seed: int | None = Field(
+        None, description="Fixes sampling and initialisation, for reproducible runs."
+    )
     min_questions: int = Field(6, ge=2, description="Fewer distinct questions: no run.")
     max_questions: int = Field(500, ge=2)
     validation_fraction: float = Field(0.3, gt=0, lt=1)

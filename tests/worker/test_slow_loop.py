@@ -28,6 +28,7 @@ TRAINING = {
     "checkpoint_every": 2,
     "kl_budget": 5.0,
     "retention_tolerance": 1.0,
+    "seed": 7,
 }
 
 

@@ -178,6 +178,8 @@ async def train_agent(
         else None
     )
     resume = checkpoints.latest / "adapter" if state["step"] else None
+    if s.seed is not None:
+        torch.manual_seed(s.seed)  # the LoRA's initial weights
     policy = await asyncio.to_thread(
         Policy,
         app_settings.base_model_path,
@@ -185,7 +187,7 @@ async def train_agent(
         init_adapter=resume or (Path(live_dir.path) if live_dir else None),
         optimizer_state=checkpoints.latest / "optimizer.pt" if resume else None,
     )
-    rng = random.Random(job.id.int)
+    rng = random.Random(s.seed if s.seed is not None else job.id.int)
     if state["rng"] is not None:
         version, internal, gauss = state["rng"]
         rng.setstate((version, tuple(internal), gauss))
