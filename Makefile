@@ -64,13 +64,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-# The whole suite on PostgreSQL + Redis (with the vLLM engine contract), then everything but
-# vLLM again on the embedded stack (SQLite + the SQLite Celery transport).
+# The whole suite on PostgreSQL + Redis (with vLLM), then again on the embedded stack (SQLite +
+# the SQLite Celery transport) except vLLM and the long learning-loop runs (marked `slow`).
 test-postgres: setup vllm-env model services
 	FASTSLOW_TEST_STACK=postgres $(BIN)/pytest
 
 test-sqlite: setup model
-	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm"
+	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm and not slow"
 
 test: lint typecheck test-postgres test-sqlite
 

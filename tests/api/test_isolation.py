@@ -70,8 +70,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/api/v1/agents/{slug}/evaluate"): Route("admin", "scoped", {"prompts": ["Hi"]}),
     ("POST", "/api/v1/agents/{slug}/optimize"): Route("admin", "scoped"),
+    ("POST", "/api/v1/agents/{slug}/train"): Route("admin", "scoped"),
     ("GET", "/api/v1/jobs"): Route("admin", "listing"),
     ("GET", "/api/v1/jobs/{job_id}"): Route("admin", "scoped"),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): Route("admin", "scoped"),
     ("GET", "/api/v1/rollouts"): Route("admin", "listing"),
     ("GET", "/api/v1/rollouts/{rollout_id}"): Route("admin", "scoped"),
 }

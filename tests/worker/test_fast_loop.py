@@ -15,6 +15,8 @@ from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
 from tests.worker.fast_loop_support import QUESTIONS, ask_all, create_agent, rate_like_users
 
+pytestmark = pytest.mark.slow
+
 FAST = {"FASTSLOW_FAST_LOOP_CHECK_INTERVAL_S": "1"}
 
 

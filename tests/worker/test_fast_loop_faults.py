@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
 from backend.db import Database
 from backend.jobs.models import Job, JobStatus
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
 from tests.worker.fast_loop_support import QUESTIONS, ask_all, create_agent, rate_like_users
+
+pytestmark = pytest.mark.slow
 
 SHORT = {"FASTSLOW_JOB_HEARTBEAT_TIMEOUT_S": "6", "FASTSLOW_REAPER_INTERVAL_S": "1"}
 
