@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     fast_loop_check_interval_s: float = Field(
         10.0, gt=0, description="How often beat looks for agents whose fast loop is due."
     )
+    schedule_check_interval_s: float = Field(
+        5.0, gt=0, description="How often beat starts the slow-loop runs whose schedule is due."
+    )
     job_heartbeat_timeout_s: int = Field(
         600, gt=0, description="A running job silent for longer is marked failed by the reaper."
     )

@@ -6,6 +6,7 @@ from backend.db import Base
 from backend.jobs.models import Job, JobKind, JobStatus
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.rollouts.models import Feedback, Rollout
+from backend.schedules.models import Schedule
 from backend.tenants.models import ApiKey, Role, Tenant
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "PromptVersion",
     "Role",
     "Rollout",
+    "Schedule",
     "Tenant",
 ]

@@ -12,6 +12,7 @@ from backend.jobs.queue import (
     FAST_LOOP_TRIGGER_TASK,
     OPTIMIZE_TASK,
     REAP_TASK,
+    SCHEDULES_TASK,
     TRAIN_TASK,
     dispatch_job,
 )
@@ -23,6 +24,7 @@ from worker.fast.optimizer import optimize_agent
 from worker.fast.triggers import dispatch_due
 from worker.jobs import JobOutcome, run_job
 from worker.resources import resources
+from worker.schedules import fire_due
 from worker.slow.trainer import train_agent
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,12 @@ def train(job_id: str) -> None:
 def fast_loop_dispatch_due() -> int:
     res = resources()
     return len(dispatch_due(res.database, celery_app))
+
+
+@celery_app.task(name=SCHEDULES_TASK)  # type: ignore[untyped-decorator]
+def schedules_fire_due() -> int:
+    res = resources()
+    return len(fire_due(res.database, celery_app))
 
 
 @celery_app.task(name=REAP_TASK)  # type: ignore[untyped-decorator]

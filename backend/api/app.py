@@ -28,6 +28,7 @@ from backend.prompts.views import router as prompts_router
 from backend.rollouts.views import feedback_router
 from backend.rollouts.views import router as rollouts_router
 from backend.runtime.agent import AgentRuntime
+from backend.schedules.views import router as schedules_router
 from backend.tenants.views import keys_router, tenants_router
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         prompts_router,
         adapters_router,
         agent_jobs_router,
+        schedules_router,
         jobs_router,
         rollouts_router,
     ):

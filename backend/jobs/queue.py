@@ -17,6 +17,7 @@ OPTIMIZE_TASK = "fastslow.jobs.optimize"
 TRAIN_TASK = "fastslow.jobs.train"
 REAP_TASK = "fastslow.jobs.reap_stale"
 FAST_LOOP_TRIGGER_TASK = "fastslow.fast_loop.dispatch_due"
+SCHEDULES_TASK = "fastslow.schedules.fire_due"
 
 # `fast`: prompt optimisation and evaluation (CPU is fine); `train`: LoRA RL (GPU workers);
 # `maintenance`: small periodic housekeeping.
@@ -32,6 +33,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     TRAIN_TASK: {"queue": "train"},
     REAP_TASK: {"queue": "maintenance"},
     FAST_LOOP_TRIGGER_TASK: {"queue": "maintenance"},
+    SCHEDULES_TASK: {"queue": "maintenance"},
 }
 # Long jobs: a message is redelivered only if its worker has not acked it for this long.
 VISIBILITY_TIMEOUT_S = 6 * 3600
@@ -65,6 +67,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "reap-stale-jobs": {"task": REAP_TASK, "schedule": settings.reaper_interval_s},
+            "schedules": {"task": SCHEDULES_TASK, "schedule": settings.schedule_check_interval_s},
             "fast-loop-triggers": {
                 "task": FAST_LOOP_TRIGGER_TASK,
                 "schedule": settings.fast_loop_check_interval_s,

@@ -24,6 +24,8 @@ from backend.jobs.queue import dispatch_job
 LOG_TAIL_CHARS = 8_000
 # Kinds that checkpoint and can resume after their worker died, and how often they may try.
 RESUMABLE_KINDS = frozenset({JobKind.TRAIN})
+# Kinds that run one at a time per agent.
+EXCLUSIVE_KINDS = frozenset({JobKind.OPTIMIZE, JobKind.TRAIN})
 MAX_ATTEMPTS = 3
 
 
@@ -218,6 +220,30 @@ def reap_stale_jobs(
         failed += int(done.rowcount)  # type: ignore[attr-defined]
     session.commit()
     return Reaped(failed, requeued)
+
+
+def retry_job(
+    session: Session,
+    celery: Celery,
+    *,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    created_by: uuid.UUID | None,
+) -> Job:
+    """Start a failed or cancelled job again, as a new job with the same parameters."""
+    old = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if old.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise Conflict(f"only failed or cancelled jobs can be retried; this one is {old.status}")
+    return start_job(
+        session,
+        celery,
+        tenant_id=old.tenant_id,
+        agent_id=old.agent_id,
+        kind=old.kind,
+        params={**old.params, "retry_of": str(old.id)},
+        created_by=created_by,
+        exclusive=old.kind in EXCLUSIVE_KINDS,
+    )
 
 
 def _cancelled(session: Session, job_id: uuid.UUID) -> bool:

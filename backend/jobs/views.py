@@ -39,6 +39,18 @@ def cancel_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep) -> Job:
     return service.request_cancel(session, tenant_id=caller.tenant_id, job_id=job_id)
 
 
+@router.post("/{job_id}/retry", status_code=202, response_model=JobRead)
+def retry_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep, request: Request) -> Job:
+    """Run a failed or cancelled job again (a new job with the same parameters)."""
+    return service.retry_job(
+        session,
+        request.app.state.celery,
+        tenant_id=caller.tenant_id,
+        job_id=job_id,
+        created_by=caller.key_id,
+    )
+
+
 @router.get("/{job_id}", response_model=JobRead)
 def get_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep) -> Job:
     """A job with its live progress (`step`/`total`), metrics, result, error and log tail."""

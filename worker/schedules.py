@@ -1,0 +1,47 @@
+"""Beat's tick: start the slow-loop runs whose schedules are due (read from the database, so
+edits apply at once and no restart is needed)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery
+
+from backend.db import Database
+from backend.errors import Conflict, Unavailable
+from backend.jobs.models import JobKind
+from backend.jobs.service import start_job
+from backend.schedules.service import claim_due, decide, record_firing
+
+logger = logging.getLogger(__name__)
+
+
+def fire_due(database: Database, celery: Celery) -> list[uuid.UUID]:
+    started: list[uuid.UUID] = []
+    with database.session() as session:
+        for schedule in claim_due(session):
+            decision = decide(session, schedule=schedule)
+            job_id = None
+            outcome = decision.reason
+            if decision.run:
+                try:
+                    job = start_job(
+                        session,
+                        celery,
+                        tenant_id=schedule.tenant_id,
+                        agent_id=schedule.agent_id,
+                        kind=JobKind.TRAIN,
+                        params={"trigger": "schedule", "why": decision.reason},
+                        exclusive=True,
+                    )
+                    job_id = job.id
+                    started.append(job.id)
+                    outcome = f"started: {decision.reason}"
+                except Conflict:
+                    outcome = "skipped: a run of this agent is already queued or running"
+                except Unavailable as exc:
+                    outcome = f"failed to start: {exc.message}"
+            record_firing(session, schedule_id=schedule.id, outcome=outcome, job_id=job_id)
+            logger.info("schedule of agent %s: %s", schedule.agent_id, outcome)
+    return started
