@@ -88,15 +88,20 @@ def _node() -> str:
 
 
 @app.command()
-def beat() -> None:
-    """Run Celery beat (periodic housekeeping). Run exactly one."""
+def beat(
+    schedule_file: Annotated[
+        str | None, typer.Option(help="Beat's own state file [<data_dir>/celerybeat-schedule].")
+    ] = None,
+) -> None:
+    """Run Celery beat: schedules, fast-loop triggers, the reaper. One is enough; a second
+    one is harmless (each occurrence is claimed once in the database)."""
     from worker.app import celery_app
 
     _logging()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    schedule = settings.data_dir / "celerybeat-schedule"
-    celery_app.start(["beat", "-s", str(schedule), "--loglevel", "INFO"])
+    state = schedule_file or str(settings.data_dir / "celerybeat-schedule")
+    celery_app.start(["beat", "-s", state, "--loglevel", "INFO"])
 
 
 @app.command()
