@@ -190,6 +190,14 @@ def engine(
     os.execve(launch.argv[0], launch.argv, {**os.environ, **launch.env})
 
 
+@app.command()
+def openapi() -> None:
+    """Print the API's OpenAPI schema (the web UI's typed client is generated from it)."""
+    from backend.api.app import create_app
+
+    typer.echo(json.dumps(create_app(get_settings()).openapi(), indent=2, sort_keys=True))
+
+
 # -- database ------------------------------------------------------------------------------
 
 

@@ -128,6 +128,17 @@ class AgentRead(BaseModel):
     updated_at: datetime
 
 
+class FastLoopStatusRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    pinned: bool
+    new_ratings: int = Field(description="Ratings since the last optimisation run.")
+    min_new_feedback: int
+    due_at: datetime | None = Field(description="When the wait for more ratings ends.")
+    due_reason: str | None = Field(description="Why it runs on beat's next tick, if it does.")
+    running_job_id: uuid.UUID | None
+    last_job_id: uuid.UUID | None
+
+
 class ActivationRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID

@@ -3,8 +3,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend.agents import service
+from backend.agents.fast_loop import FastLoopStatus, fast_loop_status
 from backend.agents.models import Activation, Agent
-from backend.agents.schemas import ActivationRead, AgentCreate, AgentRead, AgentUpdate
+from backend.agents.schemas import (
+    ActivationRead,
+    AgentCreate,
+    AgentRead,
+    AgentUpdate,
+    FastLoopStatusRead,
+)
 from backend.api.deps import AdminDep, MemberDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
@@ -54,6 +61,13 @@ def update_agent(slug: str, body: AgentUpdate, caller: AdminDep, session: Sessio
         fast_loop=body.fast_loop,
         slow_loop=body.slow_loop,
     )
+
+
+@router.get("/{slug}/fast-loop", response_model=FastLoopStatusRead)
+def get_fast_loop_status(slug: str, caller: AdminDep, session: SessionDep) -> FastLoopStatus:
+    """When the next optimisation will run, and which one is running now."""
+    agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+    return fast_loop_status(session, agent=agent)
 
 
 @router.get("/{slug}/activations", response_model=list[ActivationRead])

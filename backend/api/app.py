@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 
 from backend.adapters.views import router as adapters_router
@@ -29,7 +29,7 @@ from backend.rollouts.views import feedback_router
 from backend.rollouts.views import router as rollouts_router
 from backend.runtime.agent import AgentRuntime
 from backend.schedules.views import router as schedules_router
-from backend.tenants.views import keys_router, tenants_router
+from backend.tenants.views import keys_router, me_router, tenants_router
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         feedback_router,
         tenants_router,
         keys_router,
+        me_router,
         agents_router,
         prompts_router,
         adapters_router,
@@ -94,8 +95,23 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     ):
         app.include_router(router)
 
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(FRONTEND_DIR / "placeholder.html")
-
+    _serve_frontend(app)
     return app
+
+
+def _serve_frontend(app: FastAPI) -> None:
+    """The web UI's build at `/` (a single-page app: unknown paths get index.html), or a
+    placeholder page when the UI has not been built."""
+    dist = FRONTEND_DIR / "dist"
+    index = dist / "index.html"
+
+    @app.get("/{path:path}", include_in_schema=False, response_model=None)
+    def frontend(path: str) -> FileResponse | JSONResponse:
+        if path.startswith(("api/", "v1/")) or path in ("api", "v1"):
+            return JSONResponse({"detail": "Not Found", "code": "not_found"}, status_code=404)
+        if not index.exists():
+            return FileResponse(FRONTEND_DIR / "placeholder.html")
+        asset = (dist / path).resolve()
+        if path and asset.is_file() and asset.is_relative_to(dist.resolve()):
+            return FileResponse(asset)
+        return FileResponse(index)

@@ -45,5 +45,15 @@ class ApiKeyRead(BaseModel):
     revoked_at: datetime | None
 
 
+class Me(BaseModel):
+    """Who the key belongs to: what the UI shows and which pages it offers."""
+
+    tenant_id: uuid.UUID
+    tenant_name: str
+    role: Role
+    key_id: uuid.UUID
+    key_name: str
+
+
 class ApiKeyCreated(ApiKeyRead):
     key: str = Field(description="Shown once; store it now.")

@@ -120,6 +120,14 @@ def revoke_api_key(session: Session, *, tenant_id: uuid.UUID, key_id: uuid.UUID)
     return row
 
 
+def describe_caller(session: Session, caller: TenantCaller) -> tuple[Tenant, ApiKey]:
+    tenant = session.get(Tenant, caller.tenant_id)
+    key = session.get(ApiKey, caller.key_id)
+    if tenant is None or key is None:
+        raise NotFound("the key's tenant is gone")
+    return tenant, key
+
+
 def authenticate(session: Session, plaintext: str) -> TenantCaller | None:
     """The principal of a tenant key, or None if it is malformed, unknown or revoked."""
     parts = plaintext.split("_", 2)

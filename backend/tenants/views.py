@@ -4,13 +4,14 @@ import uuid
 
 from fastapi import APIRouter
 
-from backend.api.deps import AdminDep, PlatformDep, SessionDep
+from backend.api.deps import AdminDep, MemberDep, PlatformDep, SessionDep
 from backend.tenants import service
 from backend.tenants.models import ApiKey, Tenant
 from backend.tenants.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
+    Me,
     TenantCreate,
     TenantCreated,
     TenantRead,
@@ -18,6 +19,20 @@ from backend.tenants.schemas import (
 
 tenants_router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
 keys_router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+me_router = APIRouter(prefix="/api/v1/me", tags=["keys"])
+
+
+@me_router.get("", response_model=Me)
+def get_me(caller: MemberDep, session: SessionDep) -> Me:
+    """The calling key's tenant and role."""
+    tenant, key = service.describe_caller(session, caller)
+    return Me(
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        role=key.role,
+        key_id=key.id,
+        key_name=key.name,
+    )
 
 
 @tenants_router.post("", status_code=201, response_model=TenantCreated)

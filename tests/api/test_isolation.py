@@ -47,6 +47,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/v1/tenants"): Route("platform", "none"),
     ("POST", "/api/v1/keys"): Route("admin", "own", {"role": "member"}),
     ("GET", "/api/v1/keys"): Route("admin", "listing"),
+    ("GET", "/api/v1/me"): Route("member", "own"),
+    ("GET", "/api/v1/agents/{slug}/fast-loop"): Route("admin", "scoped"),
     ("DELETE", "/api/v1/keys/{key_id}"): Route("admin", "scoped"),
     ("POST", "/api/v1/agents"): Route("admin", "own", {"slug": "{new_slug}", "system_prompt": ""}),
     ("GET", "/api/v1/agents"): Route("member", "listing"),

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backend.agents.fast_loop import due_reason
 from backend.agents.models import Agent
 from backend.agents.service import fast_loop_settings
 from backend.db import Database, utcnow
@@ -54,15 +55,9 @@ def due_agents(session: Session, *, now: datetime | None = None) -> list[Due]:
     due: list[Due] = []
     for agent_id, count, first in fresh:
         agent = agents[agent_id]
-        settings = fast_loop_settings(agent)
-        if settings.pinned:
-            continue
-        if count >= settings.min_new_feedback:
-            due.append(Due(agent.id, agent.tenant_id, f"{count} new ratings"))
-        elif now - first >= timedelta(minutes=settings.max_wait_minutes):
-            due.append(
-                Due(agent.id, agent.tenant_id, f"{count} new ratings, oldest {now - first} ago")
-            )
+        reason = due_reason(fast_loop_settings(agent), new_ratings=count, first_new=first, now=now)
+        if reason is not None:
+            due.append(Due(agent.id, agent.tenant_id, reason))
     return due
 
 
