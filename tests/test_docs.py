@@ -20,3 +20,15 @@ def test_readme_commands_are_real() -> None:
         assert f"\n{target}:" in makefile
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_the_ui_client_is_generated_from_the_current_schema() -> None:
+    """The UI's typed client comes from frontend/src/api/openapi.json; it must be the API's."""
+    import json
+
+    from backend.api.app import create_app
+    from backend.config import Settings
+
+    committed = json.loads((REPO / "frontend" / "src" / "api" / "openapi.json").read_text())
+    current = json.loads(json.dumps(create_app(Settings()).openapi(), sort_keys=True))
+    assert committed == current, "run `make frontend` to regenerate the UI's API client"

@@ -10,7 +10,9 @@ from backend.adapters.models import AdapterSource, AdapterStatus
 
 
 class AdapterVersionRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     version: int
     base_model: str

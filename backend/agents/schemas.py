@@ -112,7 +112,9 @@ class AgentUpdate(BaseModel):
 
 
 class AgentRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     slug: str
     description: str
@@ -129,7 +131,9 @@ class AgentRead(BaseModel):
 
 
 class FastLoopStatusRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     pinned: bool
     new_ratings: int = Field(description="Ratings since the last optimisation run.")
     min_new_feedback: int
@@ -140,7 +144,9 @@ class FastLoopStatusRead(BaseModel):
 
 
 class ActivationRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     kind: str
     from_version: int | None

@@ -10,7 +10,9 @@ from backend.jobs.models import JobStatus
 
 
 class JobRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     agent_id: uuid.UUID | None
     kind: str

@@ -47,7 +47,9 @@ class ActivationRequest(BaseModel):
 
 
 class PromptVersionRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     version: int
     instructions: str

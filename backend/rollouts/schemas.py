@@ -16,7 +16,9 @@ class FeedbackCreate(BaseModel):
 
 
 class FeedbackRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     completion_id: str = Field(validation_alias="rollout_id")
     score: float
@@ -27,7 +29,9 @@ class FeedbackRead(BaseModel):
 
 
 class RolloutRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: str
     agent: str
     prompt_version: int | None

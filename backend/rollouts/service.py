@@ -43,6 +43,8 @@ def list_rollouts(
     agent_slug: str | None = None,
     since: datetime | None = None,
     rated: bool | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
     limit: int = 50,
     before: datetime | None = None,
 ) -> list[RolloutView]:
@@ -62,6 +64,13 @@ def list_rollouts(
     if before is not None:
         query = query.where(Rollout.created_at < before)
     rated_ids = select(Feedback.rollout_id).where(Feedback.tenant_id == tenant_id)
+    if min_score is not None or max_score is not None:
+        scored = rated_ids
+        if min_score is not None:
+            scored = scored.where(Feedback.score >= min_score)
+        if max_score is not None:
+            scored = scored.where(Feedback.score <= max_score)
+        query = query.where(Rollout.id.in_(scored))
     if rated is True:
         query = query.where(Rollout.id.in_(rated_ids))
     elif rated is False:

@@ -56,7 +56,9 @@ def _as_value_error(check: object, value: str) -> str:
 
 
 class ScheduleRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     enabled: bool
     cron: str | None
     timezone: str

@@ -22,7 +22,9 @@ class TenantCreated(BaseModel):
 
 
 class TenantRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     name: str
     created_at: datetime
@@ -35,7 +37,9 @@ class ApiKeyCreate(BaseModel):
 
 
 class ApiKeyRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
     id: uuid.UUID
     name: str
     role: Role

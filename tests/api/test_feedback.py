@@ -43,6 +43,13 @@ def test_rate_an_answer(app_client: TestClient, tenant: TenantKeys, database: Da
     assert [r["id"] for r in rated.json()] == [completion["id"]]
     unrated = app_client.get("/api/v1/rollouts?rated=false", headers=tenant.headers())
     assert unrated.json() == []
+    disliked = app_client.get("/api/v1/rollouts?max_score=-0.5", headers=tenant.headers())
+    assert [r["id"] for r in disliked.json()] == [completion["id"]]
+    loved = app_client.get("/api/v1/rollouts?min_score=1&max_score=1", headers=tenant.headers())
+    assert [r["id"] for r in loved.json()] == [completion["id"]]
+    chat(app_client, tenant, "Another question")
+    assert len(app_client.get("/api/v1/rollouts", headers=tenant.headers()).json()) == 2
+    assert len(app_client.get("/api/v1/rollouts?min_score=0", headers=tenant.headers()).json()) == 1
 
 
 def test_idempotency_key_stores_once(
