@@ -14,15 +14,17 @@ from tests.worker.fast_loop_support import QUESTIONS, ask_all
 
 pytestmark = pytest.mark.slow
 
-# Sized for CI on 2 cores: a short run that does move the policy (measured: validation reward
-# 0 -> 0.33 on "answers start with 'Sure'" in 4 steps).
+# Sized for CI on 2 cores. The live context carries two demonstrations that begin with "Sure:",
+# so rollouts sampled with it often do: groups have reward variance and RL gets a signal (the
+# FST argument in miniature). Measured: rollout reward 0.06 -> 1.0 in two steps; greedy
+# validation reward with the live context 0.0 -> 1.0, and 0.33 with no context at all.
 TRAINING = {
-    "steps": 4,
+    "steps": 3,
     "questions_per_step": 4,
     "group_size": 4,
     "max_tokens": 32,
     "learning_rate": 1e-3,
-    "contexts": "none",
+    "contexts": "live",
     "eval_questions": 3,
     "min_questions": 4,
     "checkpoint_every": 2,
@@ -45,6 +47,12 @@ def make_agent(api: str, tenant: TenantKeys, **slow_loop: Any) -> None:
         json={
             "slug": "support",
             "system_prompt": "You are a helpful customer support agent.",
+            "demonstrations": [
+                {"role": "user", "content": "Where is my parcel?"},
+                {"role": "assistant", "content": "Sure: it ships tomorrow."},
+                {"role": "user", "content": "Can I get a refund?"},
+                {"role": "assistant", "content": "Sure: refunds take 5 days."},
+            ],
             "reward": {"checks": [{"type": "starts_with", "text": "Sure"}], "correction_weight": 0},
             "max_tokens_cap": 64,
             "fast_loop": {"pinned": True},
