@@ -9,6 +9,7 @@ type Version = Schemas["PromptVersionRead"];
 type Turn = { role: "user" | "assistant"; content: string };
 
 function turnsText(version: Version): string {
+  if (!version.demonstrations.length) return "(none)";
   return version.demonstrations.map((t) => `${String(t.role)}: ${String(t.content)}`).join("\n");
 }
 
@@ -107,7 +108,10 @@ export default function PromptsPage() {
           <DiffView left={turnsText(a)} right={turnsText(b)} leftTitle={`v${a.version}`} rightTitle={`v${b.version}`} />
         </Section>
       )}
-      {agent.data && <EditPrompt slug={slug} live={all.find((v) => v.live)} onSaved={versions.reload} />}
+      {agent.data && versions.data && (
+        // Keyed by the live version: the form starts from whatever is live when it changes.
+        <EditPrompt key={all.find((v) => v.live)?.id} slug={slug} live={all.find((v) => v.live)} onSaved={versions.reload} />
+      )}
     </>
   );
 }
