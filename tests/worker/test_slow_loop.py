@@ -169,11 +169,11 @@ def test_training_run_is_assessed_gated_and_swapped_in(
 def test_a_candidate_that_misses_the_gate_is_kept_but_not_served(
     api_server: str, tenant: TenantKeys, worker: Process
 ) -> None:
-    make_agent(api_server, tenant, steps=1, margin=1.0)
+    make_agent(api_server, tenant, steps=1, kl_budget=1e-9)
     job = finished(api_server, tenant, start(api_server, tenant)["id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["outcome"] == "kept"
-    assert "margin" in job["result"]["reason"]
+    assert "KL to the base" in job["result"]["reason"]
     h = tenant.headers()
     agent = httpx.get(f"{api_server}/api/v1/agents/support", headers=h).json()
     assert agent["live_adapter_version"] is None

@@ -18,7 +18,7 @@ SHORT = {"FASTSLOW_JOB_HEARTBEAT_TIMEOUT_S": "8", "FASTSLOW_REAPER_INTERVAL_S": 
 def test_killed_training_resumes_from_its_checkpoint(
     stack: Stack, api_server: str, tenant: TenantKeys
 ) -> None:
-    make_agent(api_server, tenant, steps=5, checkpoint_every=2, margin=1.0)
+    make_agent(api_server, tenant, steps=5, checkpoint_every=2, kl_budget=1e-9)
     doomed = start_worker(stack, "worker-train-doomed", queues="train", **SHORT)
     housekeeping = start_worker(stack, "worker-housekeeping", queues="maintenance", **SHORT)
     beat = Process(

@@ -61,7 +61,7 @@ from worker.slow.policy import Policy, Sequence
 
 logger = logging.getLogger(__name__)
 
-FACT_TOKENS = 24
+FACT_TOKENS = 16
 
 
 @dataclass(frozen=True)
