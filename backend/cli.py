@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -188,6 +189,80 @@ def engine(
         raise typer.Exit(1)
     launch = vllm_launch(settings, host=host, port=port)
     os.execve(launch.argv[0], launch.argv, {**os.environ, **launch.env})
+
+
+@app.command()
+def demo(
+    preset: Annotated[str, typer.Option(help="cpu (a few minutes) or gpu.")] = "cpu",
+    url: Annotated[
+        str | None, typer.Option(help="A running platform; default: start one here.")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Admin key for --url.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the platform the demo starts.")] = 8090,
+    preference: Annotated[
+        str, typer.Option(help="The users' hidden preference: short, starts-with, ...")
+    ] = "short",
+    train: Annotated[bool, typer.Option(help="Run the slow loop too.")] = True,
+    questions: Annotated[int | None, typer.Option(help="Questions per phase.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the questions and the users.")] = 0,
+    plot_file: Annotated[str, typer.Option("--plot", help="Where to write the PNG.")] = "demo.png",
+) -> None:
+    """Simulated users teach an agent: fast loop, then slow loop; prints a table and plots."""
+    import dataclasses
+
+    from backend.simulation.demo import PRESETS, DemoClient, plot, run_demo, table
+    from backend.simulation.users import PREFERENCES
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}: {', '.join(PRESETS)}")
+    if preference not in PREFERENCES:
+        raise typer.BadParameter(f"unknown preference {preference!r}: {', '.join(PREFERENCES)}")
+    config = dataclasses.replace(
+        PRESETS[preset],
+        preference=preference,
+        seed=seed,
+        slow_loop=PRESETS[preset].slow_loop if train else None,
+        questions_per_phase=questions or PRESETS[preset].questions_per_phase,
+    )
+    platform: subprocess.Popen[bytes] | None = None
+    try:
+        if url is None:
+            url, key, platform = _start_demo_platform(port)
+        elif key is None:
+            raise typer.BadParameter("--key is needed with --url")
+        typer.echo(f"web UI: {url}  (sign in with {key})")
+        result = run_demo(
+            DemoClient(url, key), config, slug=f"demo-{uuid.uuid4().hex[:6]}", say=typer.echo
+        )
+        typer.echo("\n" + table(result))
+        typer.echo(f"\nplot: {plot(result, Path(plot_file))}")
+    finally:
+        if platform is not None:
+            platform.terminate()
+            platform.wait(timeout=60)
+
+
+def _start_demo_platform(port: int) -> tuple[str, str, subprocess.Popen[bytes]]:
+    from backend.db import Database
+    from backend.tenants.service import create_tenant
+
+    settings = get_settings()
+    log = (
+        (settings.data_dir / "demo-platform.log").open("ab") if settings.data_dir.exists() else None
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "up", "--port", str(port)],
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    typer.echo(f"starting the platform at {url} (log: {settings.data_dir / 'demo-platform.log'})")
+    _wait_healthy(url, [process])
+    database = Database(settings.database_url)
+    with database.session() as session:
+        _, issued = create_tenant(session, name=f"demo-{uuid.uuid4().hex[:6]}")
+    database.dispose()
+    return url, issued.plaintext, process
 
 
 @app.command()

@@ -43,7 +43,14 @@ from backend.engines import ChatMessage, GenerationRequest, SamplingParams  # no
 from backend.engines.local import LocalEngine  # noqa: E402
 from backend.scoring.scorer import Scorer  # noqa: E402
 from backend.scoring.spec import RewardSpec  # noqa: E402
-from backend.simulation import SUPPORT_QUESTIONS, WantsShortAnswers  # noqa: E402
+from backend.simulation import (  # noqa: E402
+    SUPPORT_QUESTIONS,
+    Preference,
+    ShortAnswers,
+    SimQuestion,
+    reward_spec,
+    strict_user,
+)
 from worker.fast.data import load_examples, split  # noqa: E402
 
 FASTSLOW = REPO / ".venv" / "bin" / "fastslow"
@@ -82,7 +89,7 @@ def cli(data_dir: Path, *args: str) -> dict[str, Any]:
     return result
 
 
-def run_platform(data_dir: Path, port: int, budget: int, user: WantsShortAnswers) -> dict[str, Any]:
+def run_platform(data_dir: Path, port: int, budget: int, preference: Preference) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     key = cli(data_dir, "tenant", "create", "bench")["admin_key"]
     headers = {"Authorization": f"Bearer {key}"}
@@ -92,7 +99,7 @@ def run_platform(data_dir: Path, port: int, budget: int, user: WantsShortAnswers
         json={
             "slug": "support",
             "system_prompt": SYSTEM_PROMPT,
-            "reward": user.reward(),
+            "reward": reward_spec(preference),
             "max_tokens_cap": 64,
             "fast_loop": {
                 "min_new_feedback": len(questions),
@@ -122,14 +129,16 @@ def run_platform(data_dir: Path, port: int, budget: int, user: WantsShortAnswers
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         completions = list(pool.map(ask, questions))
+    user = strict_user(preference)
+    asked = [SimQuestion(q, "bench") for q in questions]
     satisfied_before = sum(
-        user.satisfied(c["choices"][0]["message"]["content"]) for c in completions
+        preference.satisfied(q, c["choices"][0]["message"]["content"])
+        for q, c in zip(asked, completions, strict=True)
     )
-    for completion in completions:
+    for question, completion in zip(asked, completions, strict=True):
         answer = completion["choices"][0]["message"]["content"]
-        httpx.post(
-            f"{url}/v1/feedback", json=user.feedback(completion["id"], answer), headers=headers
-        ).raise_for_status()
+        body = user.feedback(question, completion["id"], answer)
+        httpx.post(f"{url}/v1/feedback", json=body, headers=headers).raise_for_status()
     nth_feedback = time.monotonic()
 
     live = 1
@@ -160,7 +169,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def run_plain_gepa(data_dir: Path, budget: int, user: WantsShortAnswers) -> dict[str, Any]:
+def run_plain_gepa(data_dir: Path, budget: int, preference: Preference) -> dict[str, Any]:
     """GEPA outside the platform: its default reflective proposer on the system prompt only,
     with the same data, split, scorer, budget, model and decoding."""
     from gepa.api import optimize
@@ -174,7 +183,7 @@ def run_plain_gepa(data_dir: Path, budget: int, user: WantsShortAnswers) -> dict
         agent = session.scalars(select(Agent)).unique().one()
         examples = load_examples(session, tenant_id=agent.tenant_id, agent_id=agent.id, limit=200)
     train, validation = split(examples, 0.4)
-    scorer = Scorer(RewardSpec.model_validate(user.reward()))
+    scorer = Scorer(RewardSpec.model_validate(reward_spec(preference)))
     loop = asyncio.new_event_loop()
     sampling = SamplingParams(max_tokens=48, temperature=0.0)
 
@@ -251,16 +260,16 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=36)
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
-    user = WantsShortAnswers(limit=12)
+    preference = ShortAnswers(limit=12)
     with tempfile.TemporaryDirectory(prefix="fastslow-bench-") as tmp:
         data_dir = Path(tmp)
         up = start_platform(data_dir, args.port)
         try:
-            ours = run_platform(data_dir, args.port, args.budget, user)
+            ours = run_platform(data_dir, args.port, args.budget, preference)
         finally:
             up.terminate()
             up.wait(timeout=60)
-        baseline = run_plain_gepa(data_dir, args.budget, user)
+        baseline = run_plain_gepa(data_dir, args.budget, preference)
 
     ratio = (ours["best_validation"] or 0) / max(baseline["best_validation"], 1e-9)
     rows = [

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from backend.simulation import SimQuestion
 from tests.support import ARTIFACTS, REPO, VENV_BIN, Process, free_port, wait_until
-from tests.worker.fast_loop_support import QUESTIONS, USER
+from tests.worker.fast_loop_support import QUESTIONS, REWARD, USER
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +118,7 @@ def seed(platform: Platform) -> None:
         json={
             "slug": "support",
             "system_prompt": "You are a helpful customer support agent.",
-            "reward": USER.reward(),
+            "reward": REWARD,
             "max_tokens_cap": 64,
             "fast_loop": {
                 "min_new_feedback": 1000,
@@ -151,9 +152,8 @@ def seed(platform: Platform) -> None:
             timeout=300,
         ).json()
         text = answer["choices"][0]["message"]["content"]
-        httpx.post(
-            f"{platform.url}/v1/feedback", json=USER.feedback(answer["id"], text), headers=h
-        ).raise_for_status()
+        body = USER.feedback(SimQuestion(question, "test"), answer["id"], text)
+        httpx.post(f"{platform.url}/v1/feedback", json=body, headers=h).raise_for_status()
 
 
 def sign_in(page: Page, platform: Platform, key: str) -> None:

@@ -7,11 +7,19 @@ from typing import Any
 
 import httpx
 
-from backend.simulation import SUPPORT_QUESTIONS, WantsShortAnswers
+from backend.simulation import (
+    SUPPORT_QUESTIONS,
+    ShortAnswers,
+    SimQuestion,
+    reward_spec,
+    strict_user,
+)
 from tests.conftest import TenantKeys
 
 QUESTIONS = SUPPORT_QUESTIONS
-USER = WantsShortAnswers(limit=12)
+PREFERENCE = ShortAnswers(limit=12)
+USER = strict_user(PREFERENCE)
+REWARD = reward_spec(PREFERENCE)
 
 
 def create_agent(api: str, tenant: TenantKeys, **fast_loop: Any) -> None:
@@ -20,7 +28,7 @@ def create_agent(api: str, tenant: TenantKeys, **fast_loop: Any) -> None:
         json={
             "slug": "support",
             "system_prompt": "You are a helpful customer support agent.",
-            "reward": USER.reward(),
+            "reward": REWARD,
             "max_tokens_cap": 64,
             "fast_loop": {"min_examples": 4, "budget": 36, "max_tokens": 48, **fast_loop},
         },
@@ -46,6 +54,7 @@ def ask_all(api: str, tenant: TenantKeys, questions: list[str]) -> list[dict[str
         )
         assert response.status_code == 200, response.text
         data: dict[str, Any] = response.json()
+        data["question"] = question
         return data
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -57,10 +66,11 @@ def rate_like_users(api: str, tenant: TenantKeys, completions: list[dict[str, An
     too_long = 0
     for completion in completions:
         answer = completion["choices"][0]["message"]["content"]
-        too_long += not USER.satisfied(answer)
+        question = SimQuestion(completion["question"], "test")
+        too_long += not PREFERENCE.satisfied(question, answer)
         response = httpx.post(
             f"{api}/v1/feedback",
-            json=USER.feedback(completion["id"], answer),
+            json=USER.feedback(question, completion["id"], answer),
             headers=tenant.headers("member"),
         )
         assert response.status_code == 201, response.text
