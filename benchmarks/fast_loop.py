@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,47 +50,18 @@ from backend.simulation import (  # noqa: E402
     reward_spec,
     strict_user,
 )
+from backend.simulation.platform import Platform, start_platform  # noqa: E402
 from worker.fast.data import load_examples, split  # noqa: E402
 
-FASTSLOW = REPO / ".venv" / "bin" / "fastslow"
 BASE_MODEL = os.environ.get(
     "FASTSLOW_BASE_MODEL", str(REPO / "data" / "models" / "SmolLM2-135M-Instruct")
 )
 SYSTEM_PROMPT = "You are a helpful customer support agent."
 
 
-def start_platform(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FASTSLOW_") or k == "FASTSLOW_BASE_MODEL"
-    }
-    env["FASTSLOW_DATA_DIR"] = str(data_dir)
-    env["FASTSLOW_BASE_MODEL"] = BASE_MODEL
-    log = (data_dir / "up.log").open("wb")
-    process = subprocess.Popen(
-        [str(FASTSLOW), "up", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if "fastslow is up at" in (data_dir / "up.log").read_text(errors="replace"):
-            return process
-        if process.poll() is not None:
-            raise SystemExit((data_dir / "up.log").read_text())
-        time.sleep(1)
-    raise SystemExit("fastslow up did not start")
-
-
-def cli(data_dir: Path, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "FASTSLOW_DATA_DIR": str(data_dir)}
-    out = subprocess.run([str(FASTSLOW), *args], env=env, check=True, capture_output=True)
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def run_platform(data_dir: Path, port: int, budget: int, preference: Preference) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}"
-    key = cli(data_dir, "tenant", "create", "bench")["admin_key"]
+def run_platform(up: Platform, budget: int, preference: Preference) -> dict[str, Any]:
+    url = up.url
+    key = up.create_tenant("bench")
     headers = {"Authorization": f"Bearer {key}"}
     questions = SUPPORT_QUESTIONS
     httpx.post(
@@ -263,12 +233,11 @@ def main() -> None:
     preference = ShortAnswers(limit=12)
     with tempfile.TemporaryDirectory(prefix="fastslow-bench-") as tmp:
         data_dir = Path(tmp)
-        up = start_platform(data_dir, args.port)
+        up = start_platform(data_dir, args.port, base_model=BASE_MODEL)
         try:
-            ours = run_platform(data_dir, args.port, args.budget, preference)
+            ours = run_platform(up, args.budget, preference)
         finally:
-            up.terminate()
-            up.wait(timeout=60)
+            up.stop()
         baseline = run_plain_gepa(data_dir, args.budget, preference)
 
     ratio = (ours["best_validation"] or 0) / max(baseline["best_validation"], 1e-9)

@@ -85,6 +85,8 @@ def test_demo_runs_and_the_fast_loop_improves_satisfaction(
             str(free_port()),
             "--questions",
             "12",
+            "--train-steps",
+            "1",
             "--plot",
             str(plot),
         ],

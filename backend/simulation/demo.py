@@ -144,19 +144,19 @@ def run_demo(
         with ThreadPoolExecutor(max_workers=config.concurrency) as threads:
             results = list(
                 threads.map(
-                    lambda q: _ask_and_rate(client, slug, q, users, config.max_tokens), batch
+                    lambda q: ask_and_rate(client, slug, q, users, config.max_tokens), batch
                 )
             )
-        for satisfied, prompt_v, adapter_v in results:
-            samples.append(Sample(time.monotonic() - started, name, satisfied, prompt_v, adapter_v))
-        rate = sum(r[0] for r in results) / len(results)
+        for answered, satisfied, prompt_v, adapter_v in results:
+            samples.append(Sample(answered - started, name, satisfied, prompt_v, adapter_v))
+        rate = sum(r[1] for r in results) / len(results)
         say(f"[{name}] {len(results)} answers, hidden-rule satisfaction {rate:.0%}")
         return rate
 
     phases = {"before": phase("before")}
 
     say("waiting for the fast loop (it starts by itself after enough ratings)...")
-    fast = _wait_for_job(client, slug, "optimize", config.wait_s, say)
+    fast = wait_for_job(client, slug, "optimize", config.wait_s, say)
     agent = client.get(f"/api/v1/agents/{slug}")
     if agent["live_prompt_version"] != 1:
         events.append((time.monotonic() - started, f"prompt v{agent['live_prompt_version']}"))
@@ -166,7 +166,7 @@ def run_demo(
     if config.slow_loop is not None:
         say("training an adapter (slow loop)...")
         job = client.post(f"/api/v1/agents/{slug}/train")
-        slow = _follow(client, job["id"], config.wait_s, say)
+        slow = follow_job(client, job["id"], config.wait_s, say)
         agent = client.get(f"/api/v1/agents/{slug}")
         if agent["live_adapter_version"]:
             events.append((time.monotonic() - started, f"adapter v{agent['live_adapter_version']}"))
@@ -175,9 +175,10 @@ def run_demo(
     return DemoResult(samples, events, phases, rollouts, fast, slow)
 
 
-def _ask_and_rate(
+def ask_and_rate(
     client: DemoClient, slug: str, question: SimQuestion, users: UserModel, max_tokens: int
-) -> tuple[bool, str, str]:
+) -> tuple[float, bool, str, str]:
+    """One user asks and (maybe) rates: (when it was answered, rule met, prompt, adapter)."""
     response = client.http.post(
         "/v1/chat/completions",
         json={
@@ -188,31 +189,33 @@ def _ask_and_rate(
         },
     )
     response.raise_for_status()
+    answered = time.monotonic()
     answer = response.json()["choices"][0]["message"]["content"]
     completion = response.json()["id"]
     body = users.feedback(question, completion, answer)
     if body is not None:
         client.post("/v1/feedback", body)
     return (
+        answered,
         users.preference.satisfied(question, answer),
         response.headers["x-fastslow-prompt-version"],
         response.headers["x-fastslow-adapter-version"],
     )
 
 
-def _wait_for_job(
+def wait_for_job(
     client: DemoClient, slug: str, kind: str, timeout_s: float, say: Say
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         jobs = client.get("/api/v1/jobs", agent=slug, kind=kind)
         if jobs:
-            return _follow(client, jobs[0]["id"], deadline - time.monotonic(), say)
+            return follow_job(client, jobs[0]["id"], deadline - time.monotonic(), say)
         time.sleep(1)
     raise TimeoutError(f"no {kind} job started within {timeout_s:.0f} s")
 
 
-def _follow(client: DemoClient, job_id: str, timeout_s: float, say: Say) -> dict[str, Any]:
+def follow_job(client: DemoClient, job_id: str, timeout_s: float, say: Say) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
