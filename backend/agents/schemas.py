@@ -66,6 +66,16 @@ class SlowLoopSettings(BaseModel):
         description="Contexts of the rollouts: sampled from the fast loop's population and "
         "mixed within a group (Fast-Slow Training), the live prompt only, or none.",
     )
+    refresh_every: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="FST interleaving: every T steps a fast-loop round on the current policy "
+        "refreshes the population of contexts (0: off; needs `contexts: population`).",
+    )
+    refresh_budget: int = Field(
+        24, ge=4, le=10_000, description="Answers a population refresh may generate."
+    )
     checkpoint_every: int = Field(2, ge=1, description="Save a resumable checkpoint every K steps.")
     seed: int | None = Field(
         None, description="Fixes sampling and initialisation, for reproducible runs."

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import Process, wait_until
-from tests.worker.fast_loop_support import QUESTIONS, ask_all
+from tests.worker.fast_loop_support import QUESTIONS, ask_all, rate_like_users
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def worker(stack: Stack) -> Iterator[Process]:
     process.stop()
 
 
-def make_agent(api: str, tenant: TenantKeys, **slow_loop: Any) -> None:
+def make_agent(api: str, tenant: TenantKeys, **slow_loop: Any) -> list[dict[str, Any]]:
     response = httpx.post(
         f"{api}/api/v1/agents",
         json={
@@ -61,7 +61,7 @@ def make_agent(api: str, tenant: TenantKeys, **slow_loop: Any) -> None:
         headers=tenant.headers(),
     )
     assert response.status_code == 201, response.text
-    ask_all(api, tenant, QUESTIONS)
+    return ask_all(api, tenant, QUESTIONS)
 
 
 def start(api: str, tenant: TenantKeys) -> dict[str, Any]:
@@ -205,3 +205,25 @@ def test_cancel_stops_training_and_activates_nothing(
     )
     again = httpx.post(f"{api_server}/api/v1/jobs/{job['id']}/cancel", headers=h)
     assert again.status_code == 409
+
+
+def test_population_is_refreshed_on_the_current_policy(
+    api_server: str, tenant: TenantKeys, worker: Process
+) -> None:
+    """FST interleaving: with refresh_every=1, a fast-loop round answered by the in-training
+    adapter replaces the contexts after the first step; its answers are counted."""
+    completions = make_agent(
+        api_server,
+        tenant,
+        steps=2,
+        contexts="population",
+        refresh_every=1,
+        refresh_budget=8,
+        eval_questions=2,
+    )
+    rate_like_users(api_server, tenant, completions)
+    job = finished(api_server, tenant, start(api_server, tenant)["id"])
+    assert job["status"] == "succeeded", job["error"] + job["log_tail"]
+    assert "population refreshed on the current policy" in job["log_tail"], job["log_tail"]
+    refreshed = job["metrics"]["curves"]["context_rollouts"]
+    assert refreshed[0] > 0 and refreshed[-1] == refreshed[0], refreshed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -33,7 +33,7 @@ from backend.agents.models import Agent
 from backend.agents.schemas import FastLoopSettings
 from backend.agents.service import fast_loop_settings
 from backend.db import Database
-from backend.engines import Engine, EngineUnavailable, SamplingParams
+from backend.engines import AdapterRef, Engine, EngineUnavailable, SamplingParams
 from backend.errors import Invalid
 from backend.jobs.models import Job
 from backend.jobs.service import JobCancelled, JobReporter
@@ -49,7 +49,7 @@ from worker.fast.adapter import (
     decode_demonstrations,
     encode_demonstrations,
 )
-from worker.fast.data import demonstration_pool, load_examples, split
+from worker.fast.data import Example, demonstration_pool, load_examples, split
 from worker.fast.guards import ProposalRejected
 from worker.jobs import JobOutcome
 
@@ -63,8 +63,11 @@ PERFECT_SCORE = 1.0
 class _Progress(StopperProtocol):
     """GEPA callback + logger + stopper: reports to the job, stops on repeated system errors."""
 
-    def __init__(self, reporter: JobReporter, budget: int, adapter: FastLoopAdapter) -> None:
+    def __init__(
+        self, reporter: JobReporter, budget: int, adapter: FastLoopAdapter, report_progress: bool
+    ) -> None:
         self.reporter = reporter
+        self.report_progress = report_progress
         self.budget = budget
         self.adapter = adapter
         self.metric_calls = 0
@@ -100,7 +103,8 @@ class _Progress(StopperProtocol):
 
     def on_budget_updated(self, event: BudgetUpdatedEvent) -> None:
         self.metric_calls = int(event["metric_calls_used"])
-        self.reporter.progress(min(self.metric_calls, self.budget), self.budget, self.metrics())
+        if self.report_progress:
+            self.reporter.progress(min(self.metric_calls, self.budget), self.budget, self.metrics())
 
     def on_valset_evaluated(self, event: ValsetEvaluatedEvent) -> None:
         score = float(event["average_score"])
@@ -155,44 +159,38 @@ def _population(result: Any, size: int) -> list[Member]:
     ]
 
 
-async def optimize_agent(
-    database: Database,
+@dataclass(frozen=True)
+class Search:
+    """What one GEPA run found: the population (best first) and how it got there."""
+
+    members: list[Member]
+    seed_score: float
+    metrics: dict[str, Any]
+
+
+async def search_population(
+    *,
     engine: Engine,
-    store: AdapterStore,
     lm: TextLM,
-    job: Job,
+    spec: RewardSpec,
+    examples: list[Example],
+    seed_instructions: str,
+    seed_demonstrations: Sequence[Mapping[str, Any]],
+    adapter: AdapterRef | None,
+    settings: FastLoopSettings,
+    max_tokens: int,
     reporter: JobReporter,
-) -> JobOutcome:
-    def load() -> tuple[Agent, FastLoopSettings]:
-        with database.session() as session:
-            agent = (
-                session.scalars(
-                    select(Agent).where(Agent.id == job.agent_id, Agent.tenant_id == job.tenant_id)
-                )
-                .unique()
-                .one()
-            )
-            return agent, fast_loop_settings(agent)
+    seed: int,
+    report_progress: bool = True,
+) -> Search:
+    """Optimise a context with GEPA on rated examples, answered by `engine` with `adapter`.
 
-    agent, settings = await asyncio.to_thread(load)
-    live = agent.live_prompt
-    if live is None:
-        raise Invalid("the agent has no live prompt version")
-    spec = RewardSpec.model_validate(agent.reward or {})
-
-    def examples() -> list[Any]:
-        with database.session() as session:
-            return load_examples(
-                session,
-                tenant_id=agent.tenant_id,
-                agent_id=agent.id,
-                limit=settings.max_examples,
-            )
-
-    rated = await asyncio.to_thread(examples)
-    complaints = recurring_complaints([c for e in rated if e.user_score < 0 for c in e.comments])
+    The fast loop runs it on the live adapter; the slow loop on its in-training adapter, to
+    refresh the contexts it samples (FST interleaving).
+    """
+    complaints = recurring_complaints([c for e in examples if e.user_score < 0 for c in e.comments])
     scorer = Scorer(spec, judge_lm=lm, complaints=complaints)
-    usable = [e for e in rated if scorer.applies(has_correction=e.correction is not None)]
+    usable = [e for e in examples if scorer.applies(has_correction=e.correction is not None)]
     if len(usable) < settings.min_examples:
         raise Invalid(
             f"not enough rated questions to optimise on: {len(usable)} usable, "
@@ -202,7 +200,7 @@ async def optimize_agent(
     train, validation = split(usable, settings.validation_fraction)
     pool = demonstration_pool(train)
     reporter.log(
-        f"optimising prompt v{live.version}: {len(train)} train / {len(validation)} validation "
+        f"optimising the context: {len(train)} train / {len(validation)} validation "
         f"questions, {len(pool)} gold demonstrations, budget {settings.budget} answers"
     )
 
@@ -211,36 +209,29 @@ async def optimize_agent(
     def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-    live_adapter = (
-        await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
-        if agent.live_adapter
-        else None
-    )
-    adapter = FastLoopAdapter(
+    gepa_adapter = FastLoopAdapter(
         run=run,
         engine=engine,
         scorer=scorer,
-        adapter=live_adapter,
-        sampling=SamplingParams(
-            max_tokens=min(settings.max_tokens, agent.max_tokens_cap), temperature=0.0
-        ),
+        adapter=adapter,
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
         lm=lm,
         pool=pool,
         demonstrations_per_candidate=settings.demonstrations,
-        seed=int(uuid.UUID(str(job.id)).int % 2**31),
+        seed=seed,
     )
-    progress = _Progress(reporter, settings.budget, adapter)
-    seed = {
-        INSTRUCTIONS: live.instructions,
-        DEMONSTRATIONS: encode_demonstrations(live.demonstrations),
+    progress = _Progress(reporter, settings.budget, gepa_adapter, report_progress)
+    seed_candidate = {
+        INSTRUCTIONS: seed_instructions,
+        DEMONSTRATIONS: encode_demonstrations(seed_demonstrations),
     }
 
     def run_gepa() -> GEPAResult[str, int]:
         return optimize(
-            seed_candidate=seed,
+            seed_candidate=seed_candidate,
             trainset=train,
             valset=validation,
-            adapter=adapter,
+            adapter=gepa_adapter,
             max_metric_calls=settings.budget,
             reflection_minibatch_size=min(3, len(train)),
             candidate_selection_strategy="pareto",
@@ -269,20 +260,68 @@ async def optimize_agent(
 
     members = _population(result, settings.population_size)
     seed_score = float(result.val_aggregate_scores[0])
-    best = members[0]
-    outcome = await asyncio.to_thread(
-        _record, database, agent.id, live.id, job.id, members, seed_score, settings
-    )
     metrics = {
         **progress.metrics(),
         "metric_calls": result.total_metric_calls,
         "seed_score": seed_score,
-        "best_score": best.score,
+        "best_score": members[0].score,
         "candidates": result.num_candidates,
     }
-    reporter.progress(settings.budget, settings.budget, metrics)
+    return Search(members, seed_score, metrics)
+
+
+async def optimize_agent(
+    database: Database,
+    engine: Engine,
+    store: AdapterStore,
+    lm: TextLM,
+    job: Job,
+    reporter: JobReporter,
+) -> JobOutcome:
+    def load() -> tuple[Agent, FastLoopSettings, list[Example]]:
+        with database.session() as session:
+            agent = (
+                session.scalars(
+                    select(Agent).where(Agent.id == job.agent_id, Agent.tenant_id == job.tenant_id)
+                )
+                .unique()
+                .one()
+            )
+            settings = fast_loop_settings(agent)
+            examples = load_examples(
+                session, tenant_id=agent.tenant_id, agent_id=agent.id, limit=settings.max_examples
+            )
+            return agent, settings, examples
+
+    agent, settings, examples = await asyncio.to_thread(load)
+    live = agent.live_prompt
+    if live is None:
+        raise Invalid("the agent has no live prompt version")
+    live_adapter = (
+        await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
+        if agent.live_adapter
+        else None
+    )
+    reporter.log(f"seed: live prompt v{live.version}")
+    search = await search_population(
+        engine=engine,
+        lm=lm,
+        spec=RewardSpec.model_validate(agent.reward or {}),
+        examples=examples,
+        seed_instructions=live.instructions,
+        seed_demonstrations=live.demonstrations,
+        adapter=live_adapter,
+        settings=settings,
+        max_tokens=min(settings.max_tokens, agent.max_tokens_cap),
+        reporter=reporter,
+        seed=int(uuid.UUID(str(job.id)).int % 2**31),
+    )
+    outcome = await asyncio.to_thread(
+        _record, database, agent.id, live.id, job.id, search.members, search.seed_score, settings
+    )
+    reporter.progress(settings.budget, settings.budget, search.metrics)
     reporter.log(outcome["reason"])
-    return JobOutcome(result=outcome, metrics=metrics)
+    return JobOutcome(result=outcome, metrics=search.metrics)
 
 
 def _record(

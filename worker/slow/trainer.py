@@ -32,8 +32,8 @@ from backend.adapters.models import AdapterSource, AdapterVersion
 from backend.adapters.service import register_adapter
 from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
-from backend.agents.schemas import SlowLoopSettings
-from backend.agents.service import slow_loop_settings
+from backend.agents.schemas import FastLoopSettings, SlowLoopSettings
+from backend.agents.service import fast_loop_settings, slow_loop_settings
 from backend.config import Settings
 from backend.db import Database
 from backend.engines import (
@@ -53,6 +53,9 @@ from backend.prompts.models import PromptVersion
 from backend.runtime.agent import build_context
 from backend.scoring.scorer import Scorer
 from backend.scoring.spec import RewardSpec
+from worker.fast.adapter import decode_demonstrations
+from worker.fast.data import Example, load_examples
+from worker.fast.optimizer import search_population
 from worker.jobs import JobOutcome
 from worker.slow.base_skills import FACTS, TEXT
 from worker.slow.data import Question, load_questions, split
@@ -85,6 +88,10 @@ class Plan:
     contexts: list[Context]
     live_context: Context
     live_adapter: AdapterVersion | None
+    # For population refreshes (FST interleaving): the rated questions and how to search.
+    examples: list[Example]
+    fast_loop: FastLoopSettings
+    max_tokens_cap: int
 
 
 def _context(version: PromptVersion | None) -> Context:
@@ -128,6 +135,14 @@ def load_plan(database: Database, job: Job) -> Plan:
             contexts = [Context("", [], None)]
         else:
             contexts = [live]
+        fast = fast_loop_settings(agent)
+        examples = (
+            load_examples(
+                session, tenant_id=agent.tenant_id, agent_id=agent.id, limit=fast.max_examples
+            )
+            if settings.refresh_every and settings.contexts == "population"
+            else []
+        )
         return Plan(
             agent.id,
             agent.tenant_id,
@@ -139,6 +154,9 @@ def load_plan(database: Database, job: Job) -> Plan:
             contexts,
             live,
             agent.live_adapter,
+            examples,
+            fast,
+            agent.max_tokens_cap,
         )
 
 
@@ -197,6 +215,9 @@ async def train_agent(
         f"{len(plan.contexts)} contexts ({s.contexts}), {s.algorithm}, G={s.group_size}"
     )
     curves: dict[str, list[float | None]] = state["curves"]
+    if state.get("contexts"):
+        plan.contexts = [Context(c[0], c[1], c[2]) for c in state["contexts"]]
+    context_rollouts = int(state.get("context_rollouts", 0))
     previous: AdapterRef | None = None
     try:
         for step in range(state["step"], s.steps):
@@ -204,11 +225,24 @@ async def train_agent(
             metrics, previous = await _step(
                 engine, policy, plan, scorer, rng, job, step, previous, app_settings
             )
-            for name in ("reward", "reward_std", "kl", "loss", "tokens_per_s"):
+            if _refresh_due(s, step):
+                context_rollouts += await _refresh_contexts(
+                    engine, lm, plan, previous, reporter, rng.randrange(2**31)
+                )
+            metrics["context_rollouts"] = float(context_rollouts)
+            for name in ("reward", "reward_std", "kl", "loss", "tokens_per_s", "context_rollouts"):
                 curves.setdefault(name, []).append(metrics.get(name))
             reporter.progress(step + 1, s.steps, {**metrics, "curves": curves})
             if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
-                snapshot = {"step": step + 1, "curves": curves, "rng": list(rng.getstate())}
+                snapshot = {
+                    "step": step + 1,
+                    "curves": curves,
+                    "rng": list(rng.getstate()),
+                    "contexts": [
+                        [c.instructions, c.demonstrations, c.prompt_version] for c in plan.contexts
+                    ],
+                    "context_rollouts": context_rollouts,
+                }
                 await asyncio.to_thread(policy.save_checkpoint, checkpoints.latest, snapshot)
     finally:
         if previous is not None:
@@ -219,6 +253,55 @@ async def train_agent(
     )
     checkpoints.remove()
     return outcome
+
+
+def _refresh_due(s: SlowLoopSettings, step: int) -> bool:
+    return (
+        s.refresh_every > 0
+        and s.contexts == "population"
+        and (step + 1) % s.refresh_every == 0
+        and step + 1 < s.steps
+    )
+
+
+async def _refresh_contexts(
+    engine: Engine,
+    lm: TextLM,
+    plan: Plan,
+    adapter: AdapterRef,
+    reporter: JobReporter,
+    seed: int,
+) -> int:
+    """FST interleaving: a fast-loop round answered by the current policy re-fits the
+    population to what the weights now do. Returns the answers it generated."""
+    best = plan.contexts[0]
+    try:
+        search = await search_population(
+            engine=engine,
+            lm=lm,
+            spec=plan.spec,
+            examples=plan.examples,
+            seed_instructions=best.instructions,
+            seed_demonstrations=best.demonstrations,
+            adapter=adapter,
+            settings=plan.fast_loop.model_copy(update={"budget": plan.settings.refresh_budget}),
+            max_tokens=min(plan.settings.max_tokens, plan.max_tokens_cap),
+            reporter=reporter,
+            seed=seed,
+            report_progress=False,
+        )
+    except Invalid as exc:
+        reporter.log(f"population not refreshed: {exc}")
+        return 0
+    plan.contexts = [
+        Context(m.instructions, decode_demonstrations(m.demonstrations), None)
+        for m in search.members
+    ]
+    reporter.log(
+        f"population refreshed on the current policy: {len(plan.contexts)} contexts, best "
+        f"validation {search.metrics['best_score']:.3f} (seed {search.seed_score:.3f})"
+    )
+    return int(search.metrics["metric_calls"])
 
 
 async def _step(
