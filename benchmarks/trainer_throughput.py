@@ -205,15 +205,14 @@ def trl(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
     return steps
 
 
-def summary(steps: list[dict[str, float]], warmup: int) -> dict[str, float]:
-    measured = steps[warmup:] or steps
+def summary(measured: list[dict[str, float]]) -> dict[str, float]:
     step_s = statistics.median(s["step_s"] for s in measured)
     tokens = statistics.median(s.get("completion_tokens", 0.0) for s in measured)
     return {
         "median_step_s": step_s,
         "completion_tokens_per_step": tokens,
         "completion_tokens_per_s": tokens / step_s,
-        "steps": len(steps),
+        "steps": len(measured),
     }
 
 
@@ -223,12 +222,18 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    ours_steps: list[dict[str, float]] = []
+    trl_steps: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="fastslow-trainer-") as tmp:
-        # Interleaved would need two processes' worth of memory at once; run one after the
-        # other in this process instead, ours first (TRL then starts from a warm disk cache).
-        fast = summary(ours(args, Path(tmp) / "ours"), warmup=1)
-        baseline = summary(trl(args, Path(tmp) / "trl"), warmup=1)
+        # Alternate the two in rounds, so a noisy neighbour on a shared machine slows both
+        # alike; the first step of each run (warm-up) is not measured.
+        for round_ in range(args.rounds):
+            ours_steps += ours(args, Path(tmp) / f"ours-{round_}")[1:]
+            trl_steps += trl(args, Path(tmp) / f"trl-{round_}")[1:]
+    fast = summary(ours_steps)
+    baseline = summary(trl_steps)
     ratio_time = baseline["median_step_s"] / fast["median_step_s"]
     ratio_tokens = fast["completion_tokens_per_s"] / baseline["completion_tokens_per_s"]
     print(
