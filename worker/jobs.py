@@ -19,6 +19,8 @@ from backend.db import Database, utcnow
 from backend.jobs import service
 from backend.jobs.models import Job
 from backend.jobs.service import JobCancelled, JobReporter
+from backend.observability.logging import job_context
+from backend.observability.worker import JobObservation
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +63,25 @@ def run_job(
     heartbeat_s: float,
 ) -> bool:
     """Run `work` for a queued job; False if the job was not there to claim."""
+    with job_context(str(job_id)):  # every record logged for this job carries its id
+        return _run_job(database, job_id, work, run, heartbeat_s=heartbeat_s)
+
+
+def _run_job(
+    database: Database,
+    job_id: uuid.UUID,
+    work: Work,
+    run: Callable[[Coroutine[Any, Any, JobOutcome]], JobOutcome],
+    *,
+    heartbeat_s: float,
+) -> bool:
     with database.session() as session:
         job = service.claim_job(session, job_id=job_id)
     if job is None:
         logger.info("job %s is not queued any more; skipping", job_id)
         return False
+    observed = JobObservation(job.kind)
+    logger.info("job %s (%s) started, attempt %d", job_id, job.kind, job.attempts)
     reporter = JobReporter(database, job_id)
     heartbeat = _Heartbeat(database, job_id, heartbeat_s)
     heartbeat.start()
@@ -75,15 +91,19 @@ def run_job(
         reporter.log(f"stopped: {exc}")
         with database.session() as session:
             service.cancel_job(session, job_id=job_id, reason=str(exc))
+        observed.done("cancelled")
         return True
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         reporter.log(traceback.format_exc())
         with database.session() as session:
             service.fail_job(session, job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+        observed.done("failed")
         return True
     finally:
         heartbeat.stopped.set()
     with database.session() as session:
         service.finish_job(session, job_id=job_id, result=outcome.result, metrics=outcome.metrics)
+    observed.done("succeeded")
+    logger.info("job %s (%s) succeeded", job_id, job.kind)
     return True
