@@ -6,6 +6,8 @@ from __future__ import annotations
 class DomainError(Exception):
     status_code = 400
     code = "invalid_request"
+    # Sent as `Retry-After` when set: when trying again may succeed.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -42,6 +44,23 @@ class Unavailable(DomainError):
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(DomainError):
+    """The tenant sent more requests than its rate limit allows in the current window."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QuotaExceeded(RateLimited):
+    """The tenant used up its token quota for the current window."""
+
+    code = "insufficient_quota"
 
 
 class Unauthorized(DomainError):

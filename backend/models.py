@@ -2,8 +2,10 @@
 
 from backend.adapters.models import AdapterSource, AdapterStatus, AdapterVersion
 from backend.agents.models import Activation, Agent
+from backend.audit.models import AuditEvent
 from backend.db import Base
 from backend.jobs.models import Job, JobKind, JobStatus
+from backend.limits.models import TenantLimits, UsageCounter
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.rollouts.models import Feedback, Rollout
 from backend.schedules.models import Schedule
@@ -16,6 +18,7 @@ __all__ = [
     "AdapterVersion",
     "Agent",
     "ApiKey",
+    "AuditEvent",
     "Base",
     "Feedback",
     "Job",
@@ -27,4 +30,6 @@ __all__ = [
     "Rollout",
     "Schedule",
     "Tenant",
+    "TenantLimits",
+    "UsageCounter",
 ]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from backend import migrate
@@ -40,5 +41,26 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
                 MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
             )
         assert diff == [], f"models and migrations disagree: {diff}"
+    finally:
+        engine.dispose()
+
+
+def test_every_revision_downgrades_and_upgrades_on_its_own(empty_database_url: str) -> None:
+    """Each step, not just the whole chain: upgrade to a revision, take it back, apply it again."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(empty_database_url))
+    assert len(script.get_heads()) == 1, f"branched migrations: {script.get_heads()}"
+    revisions = list(reversed(list(script.walk_revisions())))  # oldest first
+    engine = make_engine(empty_database_url)
+    try:
+        for revision in revisions:
+            migrate.upgrade(empty_database_url, revision.revision)
+            tables = set(inspect(engine).get_table_names())
+            migrate.downgrade(empty_database_url, str(revision.down_revision or "base"))
+            migrate.upgrade(empty_database_url, revision.revision)
+            assert set(inspect(engine).get_table_names()) == tables, revision.revision
+        with engine.connect() as conn:
+            assert (
+                MigrationContext.configure(conn).get_current_revision() == script.get_current_head()
+            )
     finally:
         engine.dispose()

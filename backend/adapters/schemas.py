@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.adapters.models import AdapterSource, AdapterStatus
+from backend.db import MAX_INT
 
 
 class AdapterVersionRead(BaseModel):
@@ -30,5 +31,7 @@ class AdapterVersionRead(BaseModel):
 
 class AdapterActivation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(description="The version to serve; null serves the base model.")
+    version: int | None = Field(
+        ge=1, le=MAX_INT, description="The version to serve; null serves the base model."
+    )
     reason: str = Field("", max_length=2000)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import Path as PathParam
 
 from backend.adapters import service
 from backend.adapters.activation import activate_adapter
@@ -12,7 +13,16 @@ from backend.adapters.models import AdapterSource, AdapterVersion
 from backend.adapters.schemas import AdapterActivation, AdapterVersionRead
 from backend.adapters.storage import CONFIG_FILE, WEIGHTS_FILE, adapter_store
 from backend.agents.service import get_agent
-from backend.api.deps import AdminDep, DatabaseDep, EngineDep, SessionDep, SettingsDep
+from backend.api.deps import (
+    ActorDep,
+    AdminDep,
+    DatabaseDep,
+    EngineDep,
+    SessionDep,
+    SettingsDep,
+)
+from backend.audit.service import log_event
+from backend.db import MAX_INT
 from backend.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/api/v1/agents/{slug}/adapters", tags=["adapters"])
@@ -37,6 +47,7 @@ def _save(upload: UploadFile, target: Path, limit: int) -> int:
 def upload_adapter(
     slug: str,
     caller: AdminDep,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
     config: Annotated[UploadFile, File(description=f"The peft {CONFIG_FILE}.")],
@@ -63,6 +74,14 @@ def upload_adapter(
         note=note,
         created_by=caller.key_id,
     )
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="adapter.upload",
+        target=f"agent:{slug}",
+        details={"version": row.version},
+    )
     return _read(row, agent.live_adapter_version_id)
 
 
@@ -77,7 +96,10 @@ def list_adapter_versions(
 
 @router.get("/{version}", response_model=AdapterVersionRead)
 def get_adapter_version(
-    slug: str, version: int, caller: AdminDep, session: SessionDep
+    slug: str,
+    version: Annotated[int, PathParam(ge=1, le=MAX_INT)],
+    caller: AdminDep,
+    session: SessionDep,
 ) -> AdapterVersionRead:
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.get_adapter_version(session, agent=agent, version=version)
@@ -89,13 +111,15 @@ async def activate_adapter_version(
     slug: str,
     body: AdapterActivation,
     caller: AdminDep,
+    actor: ActorDep,
     database: DatabaseDep,
     engine: EngineDep,
     settings: SettingsDep,
     request: Request,
 ) -> AdapterVersionRead | None:
     """Serve adapter `version` (or the base model for null): loaded and probed first; a
-    version that fails stays out of service and is marked failed with the reason."""
+    version that fails stays out of service and is marked failed with the reason. The move is
+    audited as an Activation row; `reason` defaults to `X-Fastslow-Reason`."""
     row = await activate_adapter(
         database,
         engine,
@@ -103,7 +127,7 @@ async def activate_adapter_version(
         tenant_id=caller.tenant_id,
         slug=slug,
         version=body.version,
-        reason=body.reason,
+        reason=body.reason or actor.reason,
         actor_key_id=caller.key_id,
         in_flight=request.app.state.runtime.in_flight,
         unload_grace_s=settings.adapter_unload_grace_s,

@@ -12,17 +12,22 @@ from backend.agents.schemas import (
     AgentUpdate,
     FastLoopStatusRead,
 )
-from backend.api.deps import AdminDep, MemberDep, SessionDep, SettingsDep
+from backend.api.deps import ActorDep, AdminDep, MemberDep, SessionDep, SettingsDep
+from backend.audit.service import log_event
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
 
 @router.post("", status_code=201, response_model=AgentRead)
 def create_agent(
-    body: AgentCreate, caller: AdminDep, session: SessionDep, settings: SettingsDep
+    body: AgentCreate,
+    caller: AdminDep,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Agent:
     """Create an agent; its `system_prompt` and `demonstrations` become prompt version 1."""
-    return service.create_agent(
+    agent = service.create_agent(
         session,
         tenant_id=caller.tenant_id,
         slug=body.slug,
@@ -37,6 +42,14 @@ def create_agent(
         slow_loop=body.slow_loop,
         created_by=caller.key_id,
     )
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="agent.create",
+        target=f"agent:{agent.slug}",
+    )
+    return agent
 
 
 @router.get("", response_model=list[AgentRead])
@@ -50,9 +63,11 @@ def get_agent(slug: str, caller: MemberDep, session: SessionDep) -> Agent:
 
 
 @router.patch("/{slug}", response_model=AgentRead)
-def update_agent(slug: str, body: AgentUpdate, caller: AdminDep, session: SessionDep) -> Agent:
+def update_agent(
+    slug: str, body: AgentUpdate, caller: AdminDep, actor: ActorDep, session: SessionDep
+) -> Agent:
     agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
-    return service.update_agent(
+    updated = service.update_agent(
         session,
         agent=agent,
         description=body.description,
@@ -61,6 +76,15 @@ def update_agent(slug: str, body: AgentUpdate, caller: AdminDep, session: Sessio
         fast_loop=body.fast_loop,
         slow_loop=body.slow_loop,
     )
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="agent.update",
+        target=f"agent:{slug}",
+        details={"fields": sorted(body.model_dump(exclude_unset=True))},
+    )
+    return updated
 
 
 @router.get("/{slug}/fast-loop", response_model=FastLoopStatusRead)

@@ -6,14 +6,16 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from backend.audit.service import Actor
 from backend.config import Settings
 from backend.db import Database
 from backend.engines import Engine
 from backend.errors import Forbidden, Unauthorized
+from backend.limits.service import Limits, check_token_quota, count_request
 from backend.tenants.service import PlatformCaller, Principal, TenantCaller, authenticate
 
 
@@ -69,9 +71,21 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_tenant(principal: PrincipalDep) -> TenantCaller:
+def default_limits(settings: Settings) -> Limits:
+    return Limits(
+        requests_per_minute=settings.tenant_requests_per_minute,
+        tokens_per_day=settings.tenant_tokens_per_day,
+    )
+
+
+def require_tenant(
+    principal: PrincipalDep, settings: SettingsDep, database: DatabaseDep
+) -> TenantCaller:
+    """A tenant's key, counted against the tenant's request rate limit (429 over it)."""
     if not isinstance(principal, TenantCaller):
         raise Forbidden("the platform key manages tenants; use a tenant's key here")
+    with database.session() as session:
+        count_request(session, tenant_id=principal.tenant_id, defaults=default_limits(settings))
     return principal
 
 
@@ -90,3 +104,28 @@ def require_platform(principal: PrincipalDep) -> PlatformCaller:
 MemberDep = Annotated[TenantCaller, Depends(require_tenant)]
 AdminDep = Annotated[TenantCaller, Depends(require_admin)]
 PlatformDep = Annotated[PlatformCaller, Depends(require_platform)]
+
+
+def within_token_quota(caller: MemberDep, settings: SettingsDep, database: DatabaseDep) -> None:
+    """429 before generating anything once the tenant's token quota is used up."""
+    with database.session() as session:
+        check_token_quota(session, tenant_id=caller.tenant_id, defaults=default_limits(settings))
+
+
+def get_actor(
+    principal: PrincipalDep,
+    reason: Annotated[
+        str,
+        Header(
+            alias="X-Fastslow-Reason",
+            max_length=2000,
+            description="Why the change is made; kept in the audit log.",
+        ),
+    ] = "",
+) -> Actor:
+    """Who makes an audited change, and why."""
+    key_id = principal.key_id if isinstance(principal, TenantCaller) else None
+    return Actor(key_id=key_id, reason=reason)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]

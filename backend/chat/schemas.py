@@ -48,7 +48,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # The range engines accept (a 64-bit seed); beyond it the engine would fail the request.
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     user: str | None = Field(None, max_length=256)
     tools: list[dict[str, Any]] | None = None
     logprobs: bool | None = None
@@ -57,8 +58,10 @@ class ChatCompletionRequest(BaseModel):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4 or any(not s or len(s) > 200 for s in stops):
-            raise ValueError("stop takes up to 4 non-empty sequences of at most 200 characters")
+        if len(stops) > 4 or any(not s or len(s) > 200 or "\x00" in s for s in stops):
+            raise ValueError(
+                "stop takes up to 4 non-empty sequences of at most 200 characters, without NUL"
+            )
         return value
 
     @model_validator(mode="after")

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from backend.agents.service import get_agent
-from backend.api.deps import AdminDep, SessionDep
+from backend.api.deps import ActorDep, AdminDep, SessionDep
+from backend.audit.service import Actor, log_event
 from backend.errors import Invalid
 from backend.jobs import service
 from backend.jobs.models import Job, JobKind, JobStatus
@@ -33,22 +34,41 @@ def list_jobs(
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
-def cancel_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep) -> Job:
+def cancel_job(job_id: uuid.UUID, caller: AdminDep, actor: ActorDep, session: SessionDep) -> Job:
     """Cancel a job: a queued one at once, a running one at its next safe point (it
     activates nothing). 409 if it already ended."""
-    return service.request_cancel(session, tenant_id=caller.tenant_id, job_id=job_id)
+    job = service.request_cancel(session, tenant_id=caller.tenant_id, job_id=job_id)
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="job.cancel",
+        target=f"job:{job_id}",
+    )
+    return job
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=JobRead)
-def retry_job(job_id: uuid.UUID, caller: AdminDep, session: SessionDep, request: Request) -> Job:
+def retry_job(
+    job_id: uuid.UUID, caller: AdminDep, actor: ActorDep, session: SessionDep, request: Request
+) -> Job:
     """Run a failed or cancelled job again (a new job with the same parameters)."""
-    return service.retry_job(
+    job = service.retry_job(
         session,
         request.app.state.celery,
         tenant_id=caller.tenant_id,
         job_id=job_id,
         created_by=caller.key_id,
     )
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="job.retry",
+        target=f"job:{job_id}",
+        details={"new_job_id": str(job.id)},
+    )
+    return job
 
 
 @router.get("/{job_id}", response_model=JobRead)
@@ -61,13 +81,14 @@ def _start(
     session: Session,
     request: Request,
     caller: TenantCaller,
+    actor: Actor,
     *,
     agent_id: uuid.UUID,
     kind: JobKind,
     params: dict[str, Any],
     exclusive: bool = False,
 ) -> Job:
-    return service.start_job(
+    job = service.start_job(
         session,
         request.app.state.celery,
         tenant_id=caller.tenant_id,
@@ -77,23 +98,45 @@ def _start(
         created_by=caller.key_id,
         exclusive=exclusive,
     )
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="job.start",
+        target=f"job:{job.id}",
+        details={"kind": kind.value, "agent_id": str(agent_id)},
+    )
+    return job
 
 
 @agent_jobs_router.post("/evaluate", status_code=202, response_model=JobRead)
 def evaluate_agent(
-    slug: str, body: EvaluationCreate, caller: AdminDep, session: SessionDep, request: Request
+    slug: str,
+    body: EvaluationCreate,
+    caller: AdminDep,
+    actor: ActorDep,
+    session: SessionDep,
+    request: Request,
 ) -> Job:
     """Start an evaluation job of the agent's live versions; poll `/api/v1/jobs/{id}`."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     if body.prompts is not None and not [p for p in body.prompts if p.strip()]:
         raise Invalid("prompts must hold at least one non-empty question", param="prompts")
     return _start(
-        session, request, caller, agent_id=agent.id, kind=JobKind.EVALUATE, params=body.model_dump()
+        session,
+        request,
+        caller,
+        actor,
+        agent_id=agent.id,
+        kind=JobKind.EVALUATE,
+        params=body.model_dump(),
     )
 
 
 @agent_jobs_router.post("/train", status_code=202, response_model=JobRead)
-def train_agent(slug: str, caller: AdminDep, session: SessionDep, request: Request) -> Job:
+def train_agent(
+    slug: str, caller: AdminDep, actor: ActorDep, session: SessionDep, request: Request
+) -> Job:
     """Run the slow loop (LoRA RL on the agent's rollouts) now, on a `train` worker. One run
     per agent at a time (409 otherwise). The new adapter goes live only if it passes the gate."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
@@ -101,6 +144,7 @@ def train_agent(slug: str, caller: AdminDep, session: SessionDep, request: Reque
         session,
         request,
         caller,
+        actor,
         agent_id=agent.id,
         kind=JobKind.TRAIN,
         params={"trigger": "admin"},
@@ -109,7 +153,9 @@ def train_agent(slug: str, caller: AdminDep, session: SessionDep, request: Reque
 
 
 @agent_jobs_router.post("/optimize", status_code=202, response_model=JobRead)
-def optimize_agent(slug: str, caller: AdminDep, session: SessionDep, request: Request) -> Job:
+def optimize_agent(
+    slug: str, caller: AdminDep, actor: ActorDep, session: SessionDep, request: Request
+) -> Job:
     """Run the fast loop for this agent now. One run per agent at a time (409 otherwise).
     On a pinned agent the run keeps its candidates but changes nothing live."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
@@ -117,6 +163,7 @@ def optimize_agent(slug: str, caller: AdminDep, session: SessionDep, request: Re
         session,
         request,
         caller,
+        actor,
         agent_id=agent.id,
         kind=JobKind.OPTIMIZE,
         params={"trigger": "admin"},

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
 
 from backend.agents.service import get_agent
-from backend.api.deps import AdminDep, SessionDep
+from backend.api.deps import ActorDep, AdminDep, SessionDep
+from backend.audit.service import log_event
+from backend.db import MAX_INT
 from backend.prompts import service
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.prompts.schemas import (
@@ -14,6 +18,8 @@ from backend.prompts.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/agents/{slug}/prompts", tags=["prompts"])
+
+Version = Annotated[int, Path(ge=1, le=MAX_INT)]
 
 
 def _read(row: PromptVersion, live_id: object) -> PromptVersionRead:
@@ -32,7 +38,7 @@ def list_prompt_versions(
 
 @router.post("", status_code=201, response_model=PromptVersionRead)
 def create_prompt_version(
-    slug: str, body: PromptVersionCreate, caller: AdminDep, session: SessionDep
+    slug: str, body: PromptVersionCreate, caller: AdminDep, actor: ActorDep, session: SessionDep
 ) -> PromptVersionRead:
     """A manual edit: a new version whose parent is the live one."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
@@ -47,6 +53,15 @@ def create_prompt_version(
         created_by=caller.key_id,
         activate=body.activate,
     )
+    # An activation with it is recorded as an Activation row, with the move itself.
+    log_event(
+        session,
+        tenant_id=caller.tenant_id,
+        actor=actor,
+        action="prompt.create",
+        target=f"agent:{slug}",
+        details={"version": row.version, "activate": body.activate},
+    )
     return _read(row, agent.live_prompt_version_id)
 
 
@@ -55,8 +70,8 @@ def diff_prompt_versions(
     slug: str,
     caller: AdminDep,
     session: SessionDep,
-    a: int = Query(description="The older version."),
-    b: int = Query(description="The newer version."),
+    a: int = Query(ge=1, le=MAX_INT, description="The older version."),
+    b: int = Query(ge=1, le=MAX_INT, description="The newer version."),
 ) -> PromptDiffRead:
     """Compare two versions: both in full, and unified diffs of instructions and turns."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
@@ -71,7 +86,7 @@ def diff_prompt_versions(
 
 @router.get("/{version}", response_model=PromptVersionRead)
 def get_prompt_version(
-    slug: str, version: int, caller: AdminDep, session: SessionDep
+    slug: str, version: Version, caller: AdminDep, session: SessionDep
 ) -> PromptVersionRead:
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.get_prompt_version(session, agent=agent, version=version)
@@ -80,11 +95,21 @@ def get_prompt_version(
 
 @router.post("/{version}/activate", response_model=PromptVersionRead)
 def activate_prompt_version(
-    slug: str, version: int, body: ActivationRequest, caller: AdminDep, session: SessionDep
+    slug: str,
+    version: Version,
+    body: ActivationRequest,
+    caller: AdminDep,
+    actor: ActorDep,
+    session: SessionDep,
 ) -> PromptVersionRead:
-    """Make an existing version live (rollback moves the pointer; it copies nothing)."""
+    """Make an existing version live (rollback moves the pointer; it copies nothing). The
+    move is audited as an Activation row; `reason` defaults to `X-Fastslow-Reason`."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.activate_prompt_version(
-        session, agent=agent, version=version, reason=body.reason, actor_key_id=caller.key_id
+        session,
+        agent=agent,
+        version=version,
+        reason=body.reason or actor.reason,
+        actor_key_id=caller.key_id,
     )
     return _read(row, agent.live_prompt_version_id)

@@ -15,12 +15,16 @@ from sqlalchemy.orm import Session
 from backend.adapters.models import AdapterVersion
 from backend.agents.models import Agent
 from backend.errors import Conflict, NotFound
+from backend.limits.service import charge_tokens
 from backend.prompts.models import PromptVersion
 from backend.rollouts.models import Feedback, Rollout
 
 
 def record_rollout(session: Session, rollout: Rollout) -> Rollout:
+    """Store a served answer, and charge its generated tokens to the tenant's quota in the
+    same transaction (so a stored answer is charged exactly once)."""
     session.add(rollout)
+    charge_tokens(session, tenant_id=rollout.tenant_id, tokens=rollout.completion_tokens)
     session.commit()
     return rollout
 

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 
 from backend.api.deps import AdminDep, MemberDep, SessionDep
 from backend.rollouts import service
@@ -73,8 +73,9 @@ def list_rollouts(
     rated: bool | None = None,
     min_score: float | None = Query(None, ge=-1, le=1, description="Rated at least this."),
     max_score: float | None = Query(None, ge=-1, le=1, description="Rated at most this."),
-    since: datetime | None = None,
-    before: datetime | None = Query(None, description="Page back: rollouts older than this."),
+    # With a time zone: a naive time would be a guess (and the database refuses it).
+    since: AwareDatetime | None = None,
+    before: AwareDatetime | None = Query(None, description="Page back: rollouts older than this."),
     limit: int = Query(50, ge=1, le=500),
 ) -> list[RolloutRead]:
     """Recent rollouts with their feedback, newest first."""

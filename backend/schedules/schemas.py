@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backend.db import MAX_INT
 from backend.errors import Invalid
 from backend.schedules.timing import check_cron, check_timezone
 
@@ -25,8 +26,12 @@ class ScheduleWrite(BaseModel):
     cron: str | None = Field(None, description="Five fields, e.g. '0 2 * * 1' (Mondays 02:00).")
     timezone: str = Field("UTC", description="IANA time zone the cron expression is read in.")
     interval_s: int | None = Field(None, ge=1, le=366 * 86_400)
-    min_new_rollouts: int = Field(0, ge=0, description="Skip unless this many new rollouts.")
-    min_new_feedback: int = Field(0, ge=0, description="Skip unless this many new ratings.")
+    min_new_rollouts: int = Field(
+        0, ge=0, le=MAX_INT, description="Skip unless this many new rollouts."
+    )
+    min_new_feedback: int = Field(
+        0, ge=0, le=MAX_INT, description="Skip unless this many new ratings."
+    )
     skip_if_unchanged: bool = Field(True, description="Skip when nothing new since the last run.")
     fast_loop: FastLoopTriggers | None = None
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.audit.service import Actor, add_event
 from backend.db import utcnow
 from backend.errors import Conflict, NotFound
 from backend.tenants.models import ApiKey, Role, Tenant
@@ -55,13 +56,18 @@ class PlatformCaller:
 
 Principal = TenantCaller | PlatformCaller
 
+# Who acts when no key does: the platform's operator (the CLI, tests, the platform key).
+PLATFORM_ACTOR = Actor(key_id=None)
+
 
 def _hash(salt: str, secret: str) -> str:
     return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
 
 
-def create_tenant(session: Session, *, name: str) -> tuple[Tenant, IssuedKey]:
-    """Create a tenant and its first admin key."""
+def create_tenant(
+    session: Session, *, name: str, actor: Actor = PLATFORM_ACTOR
+) -> tuple[Tenant, IssuedKey]:
+    """Create a tenant and its first admin key (audited in the same transaction)."""
     if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
         raise Conflict(f"a tenant named {name!r} already exists", param="name")
     tenant = Tenant(name=name)
@@ -72,18 +78,48 @@ def create_tenant(session: Session, *, name: str) -> tuple[Tenant, IssuedKey]:
         session.rollback()
         raise Conflict(f"a tenant named {name!r} already exists", param="name") from None
     issued = _new_key(session, tenant_id=tenant.id, role=Role.ADMIN, name="initial admin key")
+    add_event(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="tenant.create",
+        target=f"tenant:{tenant.id}",
+        details={"name": name, "admin_key_id": str(issued.api_key.id)},
+    )
     session.commit()
     return tenant, issued
+
+
+def get_tenant(session: Session, tenant_id: uuid.UUID) -> Tenant:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant {tenant_id} not found")
+    return tenant
 
 
 def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
 
 
-def create_api_key(session: Session, *, tenant_id: uuid.UUID, role: Role, name: str) -> IssuedKey:
+def create_api_key(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    role: Role,
+    name: str,
+    actor: Actor = PLATFORM_ACTOR,
+) -> IssuedKey:
     if session.get(Tenant, tenant_id) is None:
         raise NotFound(f"tenant {tenant_id} not found")
     issued = _new_key(session, tenant_id=tenant_id, role=role, name=name)
+    add_event(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="key.create",
+        target=f"key:{issued.api_key.id}",
+        details={"role": role.value, "name": name},
+    )
     session.commit()
     return issued
 
@@ -110,12 +146,21 @@ def list_api_keys(session: Session, *, tenant_id: uuid.UUID) -> list[ApiKey]:
     return list(session.scalars(query))
 
 
-def revoke_api_key(session: Session, *, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+def revoke_api_key(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    key_id: uuid.UUID,
+    actor: Actor = PLATFORM_ACTOR,
+) -> ApiKey:
     row = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
     if row is None:
         raise NotFound(f"API key {key_id} not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        add_event(
+            session, tenant_id=tenant_id, actor=actor, action="key.revoke", target=f"key:{key_id}"
+        )
         session.commit()
     return row
 
