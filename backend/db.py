@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Dialect, Enum, MetaData, Uuid, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -71,6 +73,11 @@ def str_enum(enum_cls: type[enum.StrEnum]) -> Enum:
     )
 
 
+# The largest value of an Integer column on every backend (PostgreSQL's is 32-bit): inputs
+# stored in or compared with one are bounded by it, so a huge number is a 422, not a 500.
+MAX_INT = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -86,6 +93,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "down or restarting, try again soon" (refused or lost
+    connections, a server shutting down, a pool with no free connection), not a bug."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def make_engine(url: str) -> Engine:

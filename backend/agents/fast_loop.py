@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from backend.agents.models import Agent
@@ -31,6 +31,13 @@ def due_reason(
     return None
 
 
+def ran_or_will_run() -> ColumnElement[bool]:
+    """Optimisation jobs that count as the agent's last run. One that failed before any worker
+    started it (the broker refused it, or its message was lost) has not used the ratings it
+    was started for, so the loop tries again once the broker is back."""
+    return ~((Job.status == JobStatus.FAILED) & Job.started_at.is_(None))
+
+
 @dataclass(frozen=True)
 class FastLoopStatus:
     pinned: bool
@@ -48,7 +55,9 @@ def fast_loop_status(
     now = now or utcnow()
     settings = fast_loop_settings(agent)
     jobs = select(Job).where(Job.agent_id == agent.id, Job.kind == JobKind.OPTIMIZE)
-    last = session.scalars(jobs.order_by(Job.created_at.desc()).limit(1)).first()
+    last = session.scalars(
+        jobs.where(ran_or_will_run()).order_by(Job.created_at.desc()).limit(1)
+    ).first()
     running = session.scalars(
         jobs.where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
     ).first()

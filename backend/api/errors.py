@@ -11,10 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.errors import DomainError, Unavailable
+from backend.db import is_unavailable
+from backend.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         headers = None
-        if isinstance(exc, Unavailable):
+        if exc.retry_after_s is not None:
             headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(
             request, exc.status_code, exc.message, code=exc.code, param=exc.param, headers=headers
@@ -99,10 +100,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        # OperationalError: connection refused or lost, server restarting, lock timeouts.
-        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # Connection refused or lost, server restarting, lock or pool timeouts: retry soon.
+        if is_unavailable(exc):
             logger.error("database unavailable: %s", exc)
             return error_response(
                 request,
@@ -111,6 +112,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 code="unavailable",
                 headers={"Retry-After": "5"},
             )
+        if isinstance(exc, DataError):
+            # The database refused a value the request carried (a NUL character, a number out
+            # of a column's range): the input is at fault, not the server.
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "invalid value"
+            return error_response(
+                request, 422, f"a value cannot be stored: {reason}", code="invalid_value"
+            )
         logger.exception("database error")
         return error_response(request, 500, "internal error", code="internal_error")
 
@@ -118,3 +126,40 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal error", code="internal_error")
+
+    _document_error_shape(app)
+
+
+def _document_error_shape(app: FastAPI) -> None:
+    """FastAPI documents every 422 as its list of validation errors, but a domain error
+    (`Invalid`) is a 422 whose `detail` is a sentence: document the body as it is sent."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = {
+                "title": "HTTPValidationError",
+                "type": "object",
+                "properties": {
+                    "detail": {
+                        "title": "Detail",
+                        "anyOf": [
+                            {"type": "string"},
+                            {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/ValidationError"},
+                            },
+                        ],
+                    },
+                    "code": {"title": "Code", "type": "string"},
+                    "param": {"title": "Param", "type": "string"},
+                },
+                "required": ["detail", "code"],
+            }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from backend.adapters.activation import adapter_ref
@@ -12,13 +14,15 @@ from backend.adapters.storage import AdapterStore
 from backend.agents.service import get_agent
 from backend.chat.schemas import ChatCompletionRequest
 from backend.config import Settings
-from backend.db import Database
+from backend.db import Database, is_unavailable
 from backend.engines import ChatMessage, SamplingParams
 from backend.errors import Invalid
 from backend.rollouts.models import Rollout
 from backend.rollouts.service import record_rollout
 from backend.runtime.agent import Outcome, Recorder, ServingContext
 from backend.tenants.service import TenantCaller
+
+logger = logging.getLogger(__name__)
 
 
 def conversation_of(request: ChatCompletionRequest, settings: Settings) -> list[ChatMessage]:
@@ -30,6 +34,9 @@ def conversation_of(request: ChatCompletionRequest, settings: Settings) -> list[
     conversation: list[ChatMessage] = []
     for i, message in enumerate(request.messages):
         text = message.text()
+        if "\x00" in text:
+            # Refused before generating: the rollout could not be stored (PostgreSQL).
+            raise Invalid(f"message {i} contains a NUL character", param=f"messages[{i}].content")
         if len(text) > settings.max_message_chars:
             raise Invalid(
                 f"message {i} has {len(text)} characters (at most {settings.max_message_chars})",
@@ -95,9 +102,17 @@ def sampling_record(serving: ServingContext) -> dict[str, Any]:
     }
 
 
-def make_recorder(database: Database) -> Recorder:
-    def record(serving: ServingContext, messages: list[ChatMessage], outcome: Outcome) -> None:
-        rollout = Rollout(
+# How long storing a rollout is retried while the database is unreachable: a restart or a
+# fail-over takes seconds, and a streamed answer's 200 has been sent already, so giving up
+# early would lose an answer the user has seen.
+RECORD_RETRY_S = 20.0
+
+
+def make_recorder(database: Database, *, retry_s: float = RECORD_RETRY_S) -> Recorder:
+    def rollout_of(
+        serving: ServingContext, messages: list[ChatMessage], outcome: Outcome, latency_ms: int
+    ) -> Rollout:
+        return Rollout(
             id=serving.completion_id,
             tenant_id=serving.tenant_id,
             agent_id=serving.agent_id,
@@ -109,14 +124,40 @@ def make_recorder(database: Database) -> Recorder:
             sampling=sampling_record(serving),
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
-            latency_ms=int((time.perf_counter() - serving.started) * 1000),
+            latency_ms=latency_ms,
             finish_reason=outcome.finish_reason,
             stream=serving.stream,
         )
-        with database.session() as session:
-            record_rollout(session, rollout)
+
+    def record(serving: ServingContext, messages: list[ChatMessage], outcome: Outcome) -> None:
+        latency_ms = int((time.perf_counter() - serving.started) * 1000)
+        deadline = time.monotonic() + retry_s
+        delay = 0.2
+        failed_before = False
+        while True:
+            try:
+                with database.session() as session:
+                    record_rollout(session, rollout_of(serving, messages, outcome, latency_ms))
+                return
+            except IntegrityError:
+                # A commit whose acknowledgement was lost did store the row: the id is ours.
+                if failed_before and _stored(database, serving.completion_id):
+                    return
+                raise
+            except SQLAlchemyError as exc:
+                if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+                    raise
+                failed_before = True
+                logger.warning("database unavailable; retrying rollout %s", serving.completion_id)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     return record
+
+
+def _stored(database: Database, completion_id: str) -> bool:
+    with database.session() as session:
+        return session.get(Rollout, completion_id) is not None
 
 
 def version_headers(serving: ServingContext) -> dict[str, str]:

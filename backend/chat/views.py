@@ -9,15 +9,23 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from backend.adapters.storage import adapter_store
 from backend.agents.service import list_agents
-from backend.api.deps import DatabaseDep, MemberDep, SessionDep, SettingsDep
+from backend.api.deps import (
+    DatabaseDep,
+    MemberDep,
+    SessionDep,
+    SettingsDep,
+    within_token_quota,
+)
 from backend.chat.schemas import ChatCompletionRequest, ModelCard, ModelList
 from backend.chat.service import conversation_of, resolve_serving, version_headers
+from backend.db import is_unavailable
 from backend.engines import EngineError, EngineUnavailable, Generation
 from backend.errors import EngineFailure, Unavailable
 from backend.runtime.agent import AgentRuntime, Outcome, ServingContext
@@ -50,7 +58,7 @@ def _engine_error(exc: EngineError, retry_after_s: int) -> Exception:
     return EngineFailure(f"the model engine failed: {exc}")
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, dependencies=[Depends(within_token_quota)])
 async def create_chat_completion(
     body: ChatCompletionRequest,
     caller: MemberDep,
@@ -176,14 +184,32 @@ async def _sse(
     except EngineError as exc:
         # Headers are gone already: report in-band, and keep what was produced.
         logger.warning("engine failed mid-stream for %s: %s", serving.completion_id, exc)
-        outcome = Outcome("".join(pieces), "error")
+        outcome = Outcome("".join(pieces), "error", completion_tokens=len(pieces))
         error = {"error": {"message": f"the model engine failed: {exc}", "type": "engine_error"}}
         yield f"data: {json.dumps(error)}\n\n"
         yield "data: [DONE]\n\n"
+    except SQLAlchemyError as exc:
+        if not is_unavailable(exc):
+            raise
+        # The answer was produced but could not be stored (the recorder retried first): say
+        # so in-band, so the client knows this answer has no rollout to rate.
+        logger.error("rollout %s not stored, database unavailable: %s", serving.completion_id, exc)
+        recorded = True  # another attempt now would wait out the same outage
+        error = {
+            "error": {
+                "message": "the answer could not be stored: the database is unavailable",
+                "type": "server_error",
+                "code": "unavailable",
+            }
+        }
+        yield f"data: {json.dumps(error)}\n\n"
     finally:
         if not recorded:
             # Client gone (or engine failed): stop generating and keep the partial answer.
             with anyio.CancelScope(shield=True):
                 await events.aclose()
-                cut = outcome or Outcome("".join(pieces), "cancelled")
+                # Each piece took at least one token: a lower bound, charged to the quota.
+                cut = outcome or Outcome(
+                    "".join(pieces), "cancelled", completion_tokens=len(pieces)
+                )
                 await run_in_threadpool(runtime.recorder, serving, messages, cut)

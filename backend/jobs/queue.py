@@ -63,6 +63,9 @@ def make_celery(settings: Settings) -> Celery:
         task_routes=TASK_ROUTES,
         broker_transport_options=_transport_options(settings.broker_url),
         broker_connection_retry_on_startup=True,
+        # An error answer from the broker (Redis out of memory: "command not allowed when used
+        # memory > maxmemory") is retried like a lost connection instead of stopping the worker.
+        broker_channel_error_retry=True,
         task_publish_retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
         worker_hijack_root_logger=False,
         beat_schedule={

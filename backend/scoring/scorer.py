@@ -103,7 +103,8 @@ class Scorer:
             weighted.append((similarity, self.spec.correction_weight))
             parts["correction"] = similarity
             if similarity < 0.8:
-                notes.append(f"The user wanted an answer like: {correction[:500]!r}")
+                # Feedback goes to the reflection LM: the user's text is quoted data there too.
+                notes.append(f"The user wanted an answer like: <<<{_quote(correction, 500)}>>>")
 
         if not weighted:
             return Score(None, "", parts)

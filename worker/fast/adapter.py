@@ -8,7 +8,8 @@ Proposers:
 - instructions: the reflection LM rewrites them from scored examples and their feedback; what it
   writes passes the guards first (worker/fast/guards.py);
 - demonstrations: chosen from gold exchanges of the train split (corrections, highly rated
-  answers), preferring those that satisfy the agent's checks. No LM involved.
+  answers), preferring those that satisfy the agent's checks, never a hostile one. No LM
+  involved.
 
 Contract (as GEPA's): a failed example scores 0 with its error in the trace; only system
 failures (the engine is down) raise.
@@ -40,7 +41,7 @@ from backend.runtime.agent import build_context
 from backend.scoring.checks import describe, score_checks
 from backend.scoring.scorer import Scorer
 from worker.fast.data import Demonstration, Example
-from worker.fast.guards import ProposalRejected, check_instructions
+from worker.fast.guards import ProposalRejected, check_instructions, is_hostile
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]
@@ -101,9 +102,14 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         self.max_instruction_chars = max_instruction_chars
         self.rng = random.Random(seed)
         self.stats = ProposalStats()
+        # A user's exchange becomes part of the prompt as a demonstration: one that tries to
+        # override the rules or phish (a hostile correction) is never a candidate.
+        safe = [d for d in pool if not (is_hostile(d.question) or is_hostile(d.answer))]
+        if len(safe) < len(pool):
+            self.stats.rejected["hostile demonstration"] += len(pool) - len(safe)
         # Gold exchanges that satisfy the checks best come first.
         self.pool = sorted(
-            pool,
+            safe,
             key=lambda d: (
                 -(score_checks(scorer.spec, question=d.question, answer=d.answer).score or 0)
             ),

@@ -1,6 +1,7 @@
 """When the fast loop runs by itself: after N new ratings of an agent, or M minutes after the
 first new rating, whichever comes first (N, M per agent). "New" means newer than the agent's
-last optimisation job, so a run that found nothing to do waits for new feedback again."""
+last optimisation job, so a run that found nothing to do waits for new feedback again; a job
+the broker refused does not count, so the loop catches up once the broker is back."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.agents.fast_loop import due_reason
+from backend.agents.fast_loop import due_reason, ran_or_will_run
 from backend.agents.models import Agent
 from backend.agents.service import fast_loop_settings
 from backend.db import Database, utcnow
@@ -36,7 +37,7 @@ def due_agents(session: Session, *, now: datetime | None = None) -> list[Due]:
     now = now or utcnow()
     last_run = (
         select(Job.agent_id, func.max(Job.created_at).label("last"))
-        .where(Job.kind == JobKind.OPTIMIZE)
+        .where(Job.kind == JobKind.OPTIMIZE, ran_or_will_run())
         .group_by(Job.agent_id)
         .subquery()
     )
@@ -79,8 +80,10 @@ def dispatch_due(database: Database, celery: Celery) -> list[uuid.UUID]:
             except Conflict:
                 continue  # one is queued or running already
             except Unavailable:
+                # The broker is down for every agent: the next tick tries again (the failed
+                # job does not count as a run, see ran_or_will_run).
                 logger.warning("broker unavailable; fast loop for %s waits", due.agent_id)
-                continue
+                break
             logger.info("fast loop for agent %s: %s", due.agent_id, due.reason)
             started.append(job.id)
     return started
