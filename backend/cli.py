@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -34,10 +33,9 @@ app.add_typer(model_app, name="model")
 
 
 def _logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("FASTSLOW_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from backend.observability.logging import configure_logging
+
+    configure_logging(get_settings())
 
 
 def _print_json(data: object) -> None:
@@ -56,17 +54,22 @@ def api(
     """Run the HTTP API (OpenAI-compatible chat at /v1, admin at /api/v1)."""
     import uvicorn
 
-    _logging()
+    from backend.observability.logging import logging_config
+    from backend.observability.multiprocess import enable_multiprocess_metrics
+
     settings = get_settings()
     if workers > 1 and settings.engine == "local":
         raise typer.BadParameter("the local engine lives in one process; use --workers 1")
+    if workers > 1:
+        enable_multiprocess_metrics("api")  # /metrics adds up all API processes
     uvicorn.run(
         "backend.api.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
-        log_level="info",
+        log_config=logging_config(settings),  # applied in each API process
+        access_log=False,  # `fastslow.access` logs requests with their ids
     )
 
 
@@ -76,9 +79,18 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Run a Celery worker (learning jobs)."""
-    from worker.app import celery_app
+    from backend.observability.multiprocess import enable_multiprocess_metrics
 
     _logging()
+    settings = get_settings()
+    if settings.worker_metrics_port:
+        # Before anything imports prometheus_client: jobs run in forked children.
+        enable_multiprocess_metrics("worker")
+        from backend.observability.worker import serve_worker_metrics
+
+        serve_worker_metrics(settings.worker_metrics_port)
+    from worker.app import celery_app
+
     celery_app.worker_main(
         ["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", _node()]
     )
@@ -203,6 +215,9 @@ def demo(
         str, typer.Option(help="The users' hidden preference: short, starts-with, ...")
     ] = "short",
     train: Annotated[bool, typer.Option(help="Run the slow loop too.")] = True,
+    train_steps: Annotated[
+        int | None, typer.Option(help="RL steps of the slow loop (default: the preset's).")
+    ] = None,
     questions: Annotated[int | None, typer.Option(help="Questions per phase.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the questions and the users.")] = 0,
     plot_file: Annotated[str, typer.Option("--plot", help="Where to write the PNG.")] = "demo.png",
@@ -211,6 +226,7 @@ def demo(
     import dataclasses
 
     from backend.simulation.demo import PRESETS, DemoClient, plot, run_demo, table
+    from backend.simulation.platform import Platform, start_platform
     from backend.simulation.users import PREFERENCES
 
     if preset not in PRESETS:
@@ -221,13 +237,16 @@ def demo(
         PRESETS[preset],
         preference=preference,
         seed=seed,
-        slow_loop=PRESETS[preset].slow_loop if train else None,
+        slow_loop=_slow_loop(PRESETS[preset].slow_loop, train_steps) if train else None,
         questions_per_phase=questions or PRESETS[preset].questions_per_phase,
     )
-    platform: subprocess.Popen[bytes] | None = None
+    platform: Platform | None = None
     try:
         if url is None:
-            url, key, platform = _start_demo_platform(port)
+            settings = get_settings()
+            typer.echo(f"starting the platform (log: {settings.data_dir / 'platform.log'})")
+            platform = start_platform(settings.data_dir, port)
+            url, key = platform.url, platform.create_tenant()
         elif key is None:
             raise typer.BadParameter("--key is needed with --url")
         typer.echo(f"web UI: {url}  (sign in with {key})")
@@ -238,31 +257,13 @@ def demo(
         typer.echo(f"\nplot: {plot(result, Path(plot_file))}")
     finally:
         if platform is not None:
-            platform.terminate()
-            platform.wait(timeout=60)
+            platform.stop()
 
 
-def _start_demo_platform(port: int) -> tuple[str, str, subprocess.Popen[bytes]]:
-    from backend.db import Database
-    from backend.tenants.service import create_tenant
-
-    settings = get_settings()
-    log = (
-        (settings.data_dir / "demo-platform.log").open("ab") if settings.data_dir.exists() else None
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "up", "--port", str(port)],
-        stdout=log or subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    typer.echo(f"starting the platform at {url} (log: {settings.data_dir / 'demo-platform.log'})")
-    _wait_healthy(url, [process])
-    database = Database(settings.database_url)
-    with database.session() as session:
-        _, issued = create_tenant(session, name=f"demo-{uuid.uuid4().hex[:6]}")
-    database.dispose()
-    return url, issued.plaintext, process
+def _slow_loop(preset: dict[str, Any] | None, steps: int | None) -> dict[str, Any] | None:
+    if preset is None or steps is None:
+        return preset
+    return {**preset, "steps": steps}
 
 
 @app.command()

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(
         512, gt=0, description="`max_tokens` cap of a new agent unless it sets its own."
     )
+    tenant_requests_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Requests a tenant's keys may send per minute, all together, unless the "
+        "platform sets the tenant's own limit; 0: no limit.",
+    )
+    tenant_tokens_per_day: int = Field(
+        1_000_000,
+        ge=0,
+        description="Tokens a tenant's agents may generate per day (UTC) unless the platform "
+        "sets the tenant's own quota; 0: no limit.",
+    )
     vllm_python: Path = Field(
         Path(".venv-vllm/bin/python"),
         description="Python of the vLLM environment `fastslow engine` runs (`make vllm-env`).",
@@ -123,6 +135,25 @@ class Settings(BaseSettings):
         6 * 3600, gt=0, description="A job still queued after this long is failed (lost message)."
     )
     reaper_interval_s: float = Field(60.0, gt=0, description="How often beat runs the reaper.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per log line (production); `text`: for people."
+    )
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
+    metrics_token: SecretStr | None = Field(
+        None, description="If set, `/metrics` requires `Authorization: Bearer <token>`."
+    )
+    metrics_db_cache_s: float = Field(
+        15.0,
+        ge=0,
+        description="How long the series read from the database (jobs, live "
+        "versions, last runs) are reused between scrapes.",
+    )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port where `fastslow worker` serves its Prometheus metrics; 0: none.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -16,6 +16,7 @@ from backend.agents.views import router as agents_router
 from backend.api.errors import install_error_handlers
 from backend.api.health import router as health_router
 from backend.api.limits import BodySizeLimit
+from backend.audit.views import router as audit_router
 from backend.chat.service import make_recorder
 from backend.chat.views import router as chat_router
 from backend.config import Settings, get_settings
@@ -24,6 +25,8 @@ from backend.engines import Engine, build_engine
 from backend.jobs.queue import make_celery
 from backend.jobs.views import agent_jobs_router
 from backend.jobs.views import router as jobs_router
+from backend.limits.views import router as limits_router
+from backend.observability.api import install_observability, observe_serving
 from backend.prompts.views import router as prompts_router
 from backend.rollouts.views import feedback_router
 from backend.rollouts.views import router as rollouts_router
@@ -53,7 +56,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.settings = settings
         app.state.database = database
         app.state.engine = active_engine
-        app.state.runtime = AgentRuntime(active_engine, make_recorder(database))
+        app.state.runtime = AgentRuntime(*observe_serving(active_engine, make_recorder(database)))
         app.state.celery = make_celery(settings)
         logger.info(
             "fastslow API ready: engine=%s base_model=%s", settings.engine, active_engine.base_model
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_adapter_bytes,
     )
+    install_observability(app, settings)  # outermost: sees every request
     for router in (
         health_router,
         chat_router,
@@ -92,6 +96,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         schedules_router,
         jobs_router,
         rollouts_router,
+        limits_router,
+        audit_router,
     ):
         app.include_router(router)
 

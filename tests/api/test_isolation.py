@@ -36,6 +36,7 @@ class Route:
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route("public", "none"),
     ("GET", "/readyz"): Route("public", "none"),
+    ("GET", "/metrics"): Route("public", "none"),  # unless FASTSLOW_METRICS_TOKEN is set
     ("POST", "/v1/chat/completions"): Route(
         "member",
         "scoped",
@@ -45,6 +46,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/feedback"): Route("member", "scoped", {"completion_id": "{rollout}", "score": 1}),
     ("POST", "/api/v1/tenants"): Route("platform", "none", {"name": "{new_tenant}"}),
     ("GET", "/api/v1/tenants"): Route("platform", "none"),
+    ("GET", "/api/v1/tenants/{tenant_id}/limits"): Route("platform", "none"),
+    ("PUT", "/api/v1/tenants/{tenant_id}/limits"): Route(
+        "platform", "none", {"requests_per_minute": 100000}
+    ),
+    ("GET", "/api/v1/tenants/{tenant_id}/audit"): Route("platform", "none"),
+    ("GET", "/api/v1/limits"): Route("member", "own"),
+    ("GET", "/api/v1/audit"): Route("admin", "listing"),
     ("POST", "/api/v1/keys"): Route("admin", "own", {"role": "member"}),
     ("GET", "/api/v1/keys"): Route("admin", "listing"),
     ("GET", "/api/v1/me"): Route("member", "own"),
@@ -141,6 +149,7 @@ def world(
         "version": "1",
         "job_id": job,
         "key_id": spare,
+        "tenant_id": str(tenant.tenant_id),
     }
     return World(tenant, other_tenant, values, lora)
 
