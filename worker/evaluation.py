@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.adapters.activation import adapter_ref
 from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
+from backend.agents.service import agent_by_id
 from backend.db import Database
 from backend.engines import ChatMessage, Engine, GenerationRequest, SamplingParams
 from backend.errors import Invalid
@@ -55,13 +56,7 @@ async def evaluate_agent(
 
     def load_agent() -> Agent:
         with database.session() as session:
-            agent = (
-                session.scalars(
-                    select(Agent).where(Agent.id == job.agent_id, Agent.tenant_id == job.tenant_id)
-                )
-                .unique()
-                .one()
-            )
+            agent = agent_by_id(session, tenant_id=job.tenant_id, agent_id=job.agent_id)
             return agent
 
     agent = await run_in_threadpool(load_agent)

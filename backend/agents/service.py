@@ -117,6 +117,17 @@ def get_agent(session: Session, *, tenant_id: uuid.UUID, slug: str) -> Agent:
     return agent
 
 
+def agent_by_id(session: Session, *, tenant_id: uuid.UUID, agent_id: uuid.UUID | None) -> Agent:
+    """The agent a job names, within the job's tenant (jobs carry both ids)."""
+    if agent_id is None:
+        raise NotFound("the job names no agent")
+    return (
+        session.scalars(select(Agent).where(Agent.id == agent_id, Agent.tenant_id == tenant_id))
+        .unique()
+        .one()
+    )
+
+
 def list_agents(session: Session, *, tenant_id: uuid.UUID) -> list[Agent]:
     query = select(Agent).where(Agent.tenant_id == tenant_id).order_by(Agent.slug)
     return list(session.scalars(query).unique())

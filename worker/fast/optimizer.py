@@ -31,7 +31,7 @@ from backend.adapters.activation import adapter_ref
 from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
 from backend.agents.schemas import FastLoopSettings
-from backend.agents.service import fast_loop_settings
+from backend.agents.service import agent_by_id, fast_loop_settings
 from backend.db import Database
 from backend.engines import AdapterRef, Engine, EngineUnavailable, SamplingParams
 from backend.errors import Invalid
@@ -280,13 +280,7 @@ async def optimize_agent(
 ) -> JobOutcome:
     def load() -> tuple[Agent, FastLoopSettings, list[Example]]:
         with database.session() as session:
-            agent = (
-                session.scalars(
-                    select(Agent).where(Agent.id == job.agent_id, Agent.tenant_id == job.tenant_id)
-                )
-                .unique()
-                .one()
-            )
+            agent = agent_by_id(session, tenant_id=job.tenant_id, agent_id=job.agent_id)
             settings = fast_loop_settings(agent)
             examples = load_examples(
                 session, tenant_id=agent.tenant_id, agent_id=agent.id, limit=settings.max_examples

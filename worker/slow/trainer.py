@@ -33,7 +33,7 @@ from backend.adapters.service import register_adapter
 from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
 from backend.agents.schemas import FastLoopSettings, SlowLoopSettings
-from backend.agents.service import fast_loop_settings, slow_loop_settings
+from backend.agents.service import agent_by_id, fast_loop_settings, slow_loop_settings
 from backend.config import Settings
 from backend.db import Database
 from backend.engines import (
@@ -105,13 +105,7 @@ def _context(version: PromptVersion | None) -> Context:
 
 def load_plan(database: Database, job: Job) -> Plan:
     with database.session() as session:
-        agent = (
-            session.scalars(
-                select(Agent).where(Agent.id == job.agent_id, Agent.tenant_id == job.tenant_id)
-            )
-            .unique()
-            .one()
-        )
+        agent = agent_by_id(session, tenant_id=job.tenant_id, agent_id=job.agent_id)
         settings = slow_loop_settings(agent)
         questions = load_questions(
             session, tenant_id=agent.tenant_id, agent_id=agent.id, limit=settings.max_questions
