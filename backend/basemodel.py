@@ -87,3 +87,22 @@ def prepare_base_model(settings: Settings, *, force: bool = False) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return target
+
+
+def torch_device(name: str) -> Any:
+    """The torch device for `FASTSLOW_TORCH_DEVICE`: `auto` takes a GPU where there is one."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def load_causal_lm(path: Path, device: Any) -> Any:
+    """The base model's weights on `device`: bf16 on a GPU (half the memory, tensor cores),
+    fp32 on a CPU (bf16 matmuls are slow on most CPUs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     local_engine_threads: int = Field(
         0, ge=0, description="torch threads of the local engine; 0 keeps torch's default."
     )
+    torch_device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where the local engine and the slow-loop trainer run the model: `auto` "
+        "(a GPU if torch sees one, bf16; else the CPU, fp32), `cpu`, `cuda` or `cuda:N`.",
+    )
     reflection_lm_url: str = Field(
         "",
         description="OpenAI-compatible endpoint of the LM that rewrites prompts and judges "

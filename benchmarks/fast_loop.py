@@ -2,15 +2,16 @@
 against plain GEPA with the same budget outside the platform.
 
 1. Starts the embedded platform (`fastslow up`: SQLite, SQLite broker, local engine, real
-   worker and beat processes) in a temporary data dir.
+   worker and beat processes) in a temporary data dir; with `--engine vllm`, a vLLM server
+   first, and the platform serves and optimises through it.
 2. Simulated users who want short answers ask N questions and rate the answers; the time runs
    from the N-th rating to the moment the agent's live prompt version changes (beat notices the
    ratings, a worker runs the optimiser, the gate promotes).
 3. Baseline, side by side on the same data, split, scorer and budget: `gepa.optimize` with
    GEPA's own reflective proposer rewriting the system prompt, the same base model reflecting.
 
-Run: .venv/bin/python benchmarks/fast_loop.py [--budget 36]
-Prints a table and writes benchmarks/results/fast_loop-<date>.json.
+Run: .venv/bin/python benchmarks/fast_loop.py [--budget 36] [--engine local|vllm]
+Prints a table and writes benchmarks/results/fast_loop-[vllm-]<date>.json.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -225,15 +228,54 @@ def run_plain_gepa(data_dir: Path, budget: int, preference: Preference) -> dict[
     }
 
 
+def start_vllm(data_dir: Path, stack: ExitStack) -> str:
+    """A vLLM server (the CPU build here) for the base model; stopped when `stack` closes."""
+    from backend.engines.vllm_server import vllm_launch
+
+    port = 8767
+    launch = vllm_launch(
+        Settings(data_dir=data_dir, base_model=BASE_MODEL), host="127.0.0.1", port=port
+    )
+    server = subprocess.Popen(
+        launch.argv,
+        env={**os.environ, **launch.env},
+        stdout=(data_dir / "vllm.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    stack.callback(server.wait, 60)
+    stack.callback(server.terminate)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit((data_dir / "vllm.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise SystemExit("vLLM did not become healthy within 15 minutes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=int, default=36)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--engine",
+        choices=["local", "vllm"],
+        default="local",
+        help="vllm: the platform serves and optimises through a vLLM server (`make vllm-env`)",
+    )
     args = parser.parse_args()
     preference = ShortAnswers(limit=12)
-    with tempfile.TemporaryDirectory(prefix="fastslow-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fastslow-bench-") as tmp, ExitStack() as stack:
         data_dir = Path(tmp)
-        up = start_platform(data_dir, args.port, base_model=BASE_MODEL)
+        env = {}
+        if args.engine == "vllm":
+            env = {"FASTSLOW_ENGINE": "vllm", "FASTSLOW_ENGINE_URL": start_vllm(data_dir, stack)}
+        up = start_platform(data_dir, args.port, base_model=BASE_MODEL, env=env)
         try:
             ours = run_platform(up, args.budget, preference)
         finally:
@@ -253,7 +295,8 @@ def main() -> None:
         ("metric calls used", ours["metric_calls"], baseline["metric_calls"]),
     ]
     print(
-        f"\nfast loop, budget {args.budget} answers, {platform.processor() or platform.machine()}"
+        f"\nfast loop on the {args.engine} engine, budget {args.budget} answers, "
+        f"{platform.processor() or platform.machine()}"
     )
     print(f"{'':48} {'fastslow':>10} {'plain GEPA':>11}")
     for name, a, b in rows:
@@ -265,13 +308,15 @@ def main() -> None:
     results = REPO / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    out = results / f"fast_loop-{stamp}.json"
+    engine = "" if args.engine == "local" else f"{args.engine}-"
+    out = results / f"fast_loop-{engine}{stamp}.json"
     out.write_text(
         json.dumps(
             {
                 "date": datetime.now(UTC).isoformat(),
                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                 "budget": args.budget,
+                "engine": args.engine,
                 "fastslow": ours,
                 "plain_gepa": baseline,
                 "ratio_best_validation": ratio,

@@ -9,6 +9,11 @@ temperature, KL coefficient and reward (our scorer), measured side by side in on
 
 Prints median step time, completion tokens generated per second of step time, and the ratios.
 Run: .venv/bin/pip install 'fastslow[bench]' && .venv/bin/python benchmarks/trainer_throughput.py
+
+On a GPU both run there in bf16 (`FASTSLOW_TORCH_DEVICE=auto`; TRL without `use_cpu`).
+`--random-init 1.7b` measures a model of SmolLM2-1.7B's shape with random weights (only the
+tokenizer and config travel, no weights are downloaded); its answers are noise, so the reward
+is then "contains a digit", which such noise meets about half the time (groups keep variance).
 """
 
 from __future__ import annotations
@@ -49,15 +54,58 @@ from worker.slow.trainer import train_agent  # noqa: E402
 BASE_MODEL = Path(
     os.environ.get("FASTSLOW_BASE_MODEL", REPO / "data" / "models" / "SmolLM2-135M-Instruct")
 )
-REWARD = {"checks": [{"type": "max_words", "limit": 20}], "correction_weight": 0}
+REWARD: dict[str, Any] = {"checks": [{"type": "max_words", "limit": 20}], "correction_weight": 0}
+NOISE_REWARD: dict[str, Any] = {
+    "checks": [{"type": "regex", "pattern": "[0-9]"}],
+    "correction_weight": 0,
+}
+# Shapes of the SmolLM2 family (Llama architecture, same tokenizer).
+SHAPES: dict[str, dict[str, int]] = {
+    "135m": {},
+    "360m": {
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+    },
+    "1.7b": {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+    },
+}
+
+
+def random_model(shape: str, out: Path) -> Path:
+    """A checkpoint of SmolLM2's tokenizer and config with `shape` and random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(BASE_MODEL)
+    for key, value in SHAPES[shape].items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(BASE_MODEL).save_pretrained(out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"random {shape} model: {params / 1e6:.0f}M parameters at {out}")
+    return out
+
+
 SYSTEM = "You are a helpful customer support agent."
 
 
-def ours(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
-    settings = Settings(data_dir=tmp, base_model=str(BASE_MODEL))
+def ours(args: argparse.Namespace, tmp: Path, model: Path) -> list[dict[str, float]]:
+    settings = Settings(data_dir=tmp, base_model=str(model))
     migrate.upgrade(settings.database_url)
     database = Database(settings.database_url)
-    engine = LocalEngine(settings.base_model_path, settings.base_model_name)
+    engine = LocalEngine(
+        settings.base_model_path, settings.base_model_name, device=settings.torch_device
+    )
     with database.session() as session:
         tenant, _ = create_tenant(session, name="bench")
         agent = create_agent(
@@ -68,7 +116,7 @@ def ours(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
             demonstrations=[],
             base_model=None,
             served_base_model=settings.base_model_name,
-            reward=RewardSpec.model_validate(REWARD),
+            reward=RewardSpec.model_validate(args.reward),
             max_tokens_cap=512,
             slow_loop=SlowLoopSettings(
                 steps=args.steps,
@@ -123,14 +171,16 @@ def ours(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
     return steps
 
 
-def trl(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
+def trl(args: argparse.Namespace, tmp: Path, model: Path) -> list[dict[str, float]]:
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
-    spec = RewardSpec.model_validate(REWARD)
+    spec = RewardSpec.model_validate(args.reward)
+    gpu = torch.cuda.is_available()
 
     def reward(completions: list[Any], prompts: list[Any], **_: Any) -> list[float | None]:
         out: list[float | None] = []
@@ -164,7 +214,7 @@ def trl(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
 
     config = GRPOConfig(
         output_dir=str(tmp / "trl"),
-        use_cpu=True,
+        use_cpu=not gpu,
         max_steps=args.steps,
         per_device_train_batch_size=args.questions * args.group,
         num_generations=args.group,
@@ -177,10 +227,11 @@ def trl(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
         save_strategy="no",
         report_to=[],
         seed=0,
-        bf16=False,
+        bf16=gpu,
+        model_init_kwargs={"dtype": torch.bfloat16 if gpu else torch.float32},
     )
     trainer = GRPOTrainer(
-        model=str(BASE_MODEL),
+        model=str(model),
         reward_funcs=[reward],
         args=config,
         train_dataset=Dataset.from_list(prompts),
@@ -223,22 +274,31 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--random-init", choices=sorted(SHAPES), default=None)
     args = parser.parse_args()
+    args.reward = NOISE_REWARD if args.random_init else REWARD
     ours_steps: list[dict[str, float]] = []
     trl_steps: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="fastslow-trainer-") as tmp:
+        model = BASE_MODEL
+        if args.random_init:
+            model = random_model(args.random_init, Path(tmp) / f"random-{args.random_init}")
         # Alternate the two in rounds, so a noisy neighbour on a shared machine slows both
         # alike; the first step of each run (warm-up) is not measured.
         for round_ in range(args.rounds):
-            ours_steps += ours(args, Path(tmp) / f"ours-{round_}")[1:]
-            trl_steps += trl(args, Path(tmp) / f"trl-{round_}")[1:]
+            ours_steps += ours(args, Path(tmp) / f"ours-{round_}", model)[1:]
+            trl_steps += trl(args, Path(tmp) / f"trl-{round_}", model)[1:]
     fast = summary(ours_steps)
     baseline = summary(trl_steps)
     ratio_time = baseline["median_step_s"] / fast["median_step_s"]
     ratio_tokens = fast["completion_tokens_per_s"] / baseline["completion_tokens_per_s"]
+    import torch
+
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPUs"
+    model_name = f"random {args.random_init}" if args.random_init else "SmolLM2-135M"
     print(
-        f"\ntrainer throughput: {args.questions} questions x G={args.group}, "
-        f"{args.tokens} tokens, LoRA r=16, CISPO, {os.cpu_count()} CPUs"
+        f"\ntrainer throughput: {model_name}, {args.questions} questions x G={args.group}, "
+        f"{args.tokens} tokens, LoRA r=16, CISPO, {where}"
     )
     print(f"{'':34} {'fastslow':>10} {'TRL GRPO':>10}")
     for name, key in (
@@ -252,13 +312,21 @@ def main() -> None:
     )
     results = REPO / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    out = results / f"trainer_throughput-{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
+    kind = (f"-{args.random_init}" if args.random_init else "") + (
+        "-gpu" if torch.cuda.is_available() else ""
+    )
+    out = results / f"trainer_throughput{kind}-{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
     out.write_text(
         json.dumps(
             {
                 "date": datetime.now(UTC).isoformat(),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                "config": vars(args),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "device": where,
+                },
+                "config": {k: v for k, v in vars(args).items() if k != "reward"},
+                "reward": args.reward,
                 "fastslow": fast,
                 "trl": baseline,
                 "step_time_ratio_trl_over_fastslow": ratio_time,

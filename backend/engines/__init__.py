@@ -51,4 +51,5 @@ def build_engine(settings: Settings) -> Engine:
         max_adapters=settings.local_engine_max_adapters,
         max_batch=settings.local_engine_max_batch,
         threads=settings.local_engine_threads,
+        device=settings.torch_device,
     )

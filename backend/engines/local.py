@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     StoppingCriteria,
     StoppingCriteriaList,
     TextStreamer,
 )
 
+from backend.basemodel import load_causal_lm, torch_device
 from backend.engines.base import (
     AdapterLoadError,
     AdapterRef,
@@ -128,6 +128,7 @@ class LocalEngine:
         max_adapters: int = 8,
         max_batch: int = 8,
         threads: int = 0,
+        device: str = "auto",
     ) -> None:
         if not (model_path / "config.json").exists():
             raise EngineError(
@@ -140,8 +141,9 @@ class LocalEngine:
         # transformers' types are looser than its behaviour; keep these two as Any.
         self._tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
         self._tokenizer.padding_side = "left"  # decoder-only batches pad on the left
-        self._base: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        self._base.eval()  # type: ignore[no-untyped-call]
+        self._device = torch_device(device)
+        self._base: Any = load_causal_lm(model_path, self._device)
+        self._base.eval()
         self._peft: Any = None  # PeftModel once the first adapter is loaded
         self._resident: OrderedDict[str, str] = OrderedDict()
         self._max_adapters = max_adapters
@@ -326,7 +328,7 @@ class LocalEngine:
         ]
         inputs = self._tokenizer(
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        ).to(self._device)
         width = int(inputs["input_ids"].shape[1])
         prompt_lens = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
         kwargs: dict[str, Any] = {

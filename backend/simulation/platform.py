@@ -51,26 +51,32 @@ class Platform:
 
 
 def start_platform(
-    data_dir: Path, port: int, *, base_model: str | None = None, timeout_s: float = 300
+    data_dir: Path,
+    port: int,
+    *,
+    base_model: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 300,
 ) -> Platform:
     """Start `fastslow up` on embedded defaults in `data_dir`; returns once the API answers.
 
     Server settings of the calling shell (database, broker, engine) are dropped: the platform
-    is self-contained in its data dir.
+    is self-contained in its data dir, except for what `env` sets (e.g. a vLLM engine).
     """
-    env = {
+    child = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("FASTSLOW_") or k in ("FASTSLOW_BASE_MODEL", "FASTSLOW_PLATFORM_KEY")
     }
-    env["FASTSLOW_DATA_DIR"] = str(data_dir)
+    child["FASTSLOW_DATA_DIR"] = str(data_dir)
     if base_model is not None:
-        env["FASTSLOW_BASE_MODEL"] = base_model
+        child["FASTSLOW_BASE_MODEL"] = base_model
+    child.update(env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "platform.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "up", "--port", str(port)],
-        env=env,
+        env=child,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

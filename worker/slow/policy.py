@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from backend.agents.schemas import SlowLoopSettings
+from backend.basemodel import load_causal_lm, torch_device
 from backend.engines import ChatMessage
 from worker.slow.loss import completion_logprobs, policy_loss
 
@@ -55,10 +56,12 @@ class Policy:
         *,
         init_adapter: Path | None = None,
         optimizer_state: Path | None = None,
+        device: str = "auto",
     ) -> None:
         self.settings = settings
+        self.device = torch_device(device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
-        model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        model: Any = load_causal_lm(base_model, self.device)
         if init_adapter is not None:
             # Continue from the live (or checkpointed) adapter: its rank and targets.
             self.model: Any = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
@@ -74,7 +77,9 @@ class Policy:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
         if optimizer_state is not None and optimizer_state.exists():
-            self.optimizer.load_state_dict(torch.load(optimizer_state, weights_only=True))
+            self.optimizer.load_state_dict(
+                torch.load(optimizer_state, weights_only=True, map_location=self.device)
+            )
 
     # -- data -----------------------------------------------------------------------------
 
@@ -99,7 +104,8 @@ class Policy:
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention[i, : len(ids)] = 1
             completion[i, prompt_len : len(ids)] = 1
-        return Batch(input_ids, attention, completion)
+        device = self.device
+        return Batch(input_ids.to(device), attention.to(device), completion.to(device))
 
     # -- measurements ---------------------------------------------------------------------
 
@@ -139,6 +145,7 @@ class Policy:
         nll, count = 0.0, 0
         for text in texts:
             ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            ids = ids.to(self.device)
             mask = torch.ones_like(ids)
             logp = self.logprobs(Batch(ids, mask, mask), adapter=adapter)
             nll -= float(logp[:, 1:].sum())
@@ -151,6 +158,7 @@ class Policy:
         """One step of the objective on a batch (`updates_per_step` passes)."""
         s = self.settings
         batch = self.batch(sequences)
+        advantages = advantages.to(self.device)
         with torch.no_grad():
             old = self.logprobs(batch)
             ref = self.logprobs(batch, adapter=False)

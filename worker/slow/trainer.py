@@ -198,6 +198,7 @@ async def train_agent(
         s,
         init_adapter=resume or (Path(live_dir.path) if live_dir else None),
         optimizer_state=checkpoints.latest / "optimizer.pt" if resume else None,
+        device=app_settings.torch_device,
     )
     rng = random.Random(s.seed if s.seed is not None else job.id.int)
     if state["rng"] is not None:
