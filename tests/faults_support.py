@@ -159,6 +159,12 @@ class Background:
     def ok_since(self, t: float) -> int:
         return sum(1 for c in list(self.traffic.report.calls) if c.ok and c.started_s >= t)
 
+    def refused_since(self, t: float) -> int:
+        """Calls answered 503 that started at `t` or later."""
+        return sum(
+            1 for c in list(self.traffic.report.calls) if c.status == 503 and c.started_s >= t
+        )
+
     def now(self) -> float:
         return self.traffic.elapsed()
 

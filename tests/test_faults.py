@@ -74,7 +74,12 @@ def test_postgres_restart_during_traffic(stack: Stack, private_postgres: Private
             # An admin's activation in the outage is refused whole, not half done.
             activation = httpx.post(f"{prompts}/2/activate", json={}, headers=admin)
             assert activation.status_code == 503 and activation.headers["retry-after"]
-            time.sleep(4)
+            # Down until the simulated users have met the outage too (a request in flight
+            # can outlast a short one, so a fixed pause would not always be seen).
+            wait_until(
+                lambda: clients.refused_since(down_at) >= 1, timeout=60, what="a client's 503"
+            )
+            time.sleep(2)
             private_postgres.start()
             up_at = clients.now()
             # Recovered without anyone touching the API: successes again, ratings included.
