@@ -17,14 +17,17 @@ import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from backend import migrate
+from backend.agents.models import Agent
 from backend.api.app import create_app
 from backend.basemodel import is_prepared, prepare_base_model
 from backend.config import DEFAULT_BASE_MODEL, Settings
 from backend.db import Database
 from backend.engines.local import LocalEngine
+from backend.jobs.models import Job, JobStatus
 from backend.tenants.models import Role
 from backend.tenants.service import create_api_key, create_tenant
 from tests.support import ARTIFACTS, REPO, VENV_BIN, Process, free_port, http_ok, wait_until
@@ -35,6 +38,7 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("FASTSLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 PLATFORM_KEY = "platform-test-key-" + uuid.uuid4().hex
+_SESSION_DATABASE: list[str] = []  # the URL of the session's database, once created
 
 
 def pytest_report_header() -> str:
@@ -101,6 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> Ite
         "FASTSLOW_DEFAULT_MAX_TOKENS": "64",
     }
     os.environ.update(env)  # for code under test that reads get_settings()
+    _SESSION_DATABASE[:] = [database_url]
     migrate.upgrade(database_url)
     settings = Settings()
     yield Stack(settings, env)
@@ -118,6 +123,35 @@ def database(settings: Settings) -> Iterator[Database]:
     db = Database(settings.database_url)
     yield db
     db.dispose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_agents_after_each_module() -> Iterator[None]:
+    """The database lives for the whole session: agents a module leaves behind with ratings
+    would become due for the fast loop (after `max_wait_minutes`) and fill a later module's
+    worker with their runs. Pin them and cancel what they queued once the module ends."""
+    yield
+    if not _SESSION_DATABASE:
+        return  # no test has created the session's database yet
+    database = Database(_SESSION_DATABASE[0])
+    try:
+        _quiet_agents(database)
+    finally:
+        database.dispose()
+
+
+def _quiet_agents(database: Database) -> None:
+    with database.session() as session:
+        for agent in session.scalars(select(Agent)).unique():
+            agent.fast_loop = {**(agent.fast_loop or {}), "pinned": True}
+        for job in session.scalars(select(Job).where(Job.status == JobStatus.QUEUED)):
+            job.status = JobStatus.CANCELLED
+            job.cancel_requested = True
+            job.lock_key = None
+            job.error = "cancelled: its test module ended"
+        for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)):
+            job.cancel_requested = True  # a worker still on it stops at its next safe point
+        session.commit()
 
 
 @pytest.fixture(scope="session")

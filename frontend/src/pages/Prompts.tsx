@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useParams } from "react-router-dom";
 import { api, ok, type ApiError, type Schemas } from "../api/client";
 import { DiffView } from "../components/DiffView";
@@ -123,6 +123,12 @@ function FastLoopPanel({ slug, pinned, onChange }: { slug: string; pinned: boole
     { pollMs: 2000 },
   );
   const running = status.data?.running_job_id;
+  // When a run ends, its versions (and maybe a new live one) are in: show them without a click.
+  const wasRunning = useRef(running);
+  useEffect(() => {
+    if (wasRunning.current && !running) onChange();
+    wasRunning.current = running;
+  }, [running, onChange]);
   const job = useAsync(
     () => (running ? ok(api.GET("/api/v1/jobs/{job_id}", { params: { path: { job_id: running } } })) : Promise.resolve(null)),
     [running],
