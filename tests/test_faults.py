@@ -10,6 +10,7 @@ restart: tests/test_vllm_faults.py.)"""
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -118,6 +119,21 @@ def paused(worker: Process) -> Iterator[None]:
             child.resume()
 
 
+_TASK_EVENT = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (received|succeeded|raised|retry|ignored)")
+
+
+def held_tasks(worker_log: str) -> set[str]:
+    """Ids of the tasks the worker received and has not finished (so not acknowledged: the
+    tasks are acks_late)."""
+    held: set[str] = set()
+    for task_id, event in _TASK_EVENT.findall(worker_log):
+        if event == "received":
+            held.add(task_id)
+        else:
+            held.discard(task_id)
+    return held
+
+
 def _optimize(base: str, tenant: SimTenant) -> httpx.Response:
     return httpx.post(
         f"{base}/api/v1/agents/{tenant.agent}/optimize", headers=tenant.headers("admin"), timeout=30
@@ -187,13 +203,19 @@ def test_full_or_stopped_broker_loses_no_rating_and_the_fast_loop_catches_up(
         # It fills while the worker holds a task it has not acknowledged yet (its pool process
         # is paused), so the acknowledgement itself is refused: the worker must live through
         # that, not stop.
+        wait_until(
+            lambda: " received" in worker.log_tail(100_000), timeout=120, what="beat's first tick"
+        )
         with paused(worker):
-            received = worker.log_tail(100_000).count(" received")
-            wait_until(
-                lambda: worker.log_tail(100_000).count(" received") > received,
-                timeout=30,
-                what="a task in the paused worker's hands",
-            )
+            # Held on two looks a second apart: a task whose result was on its way when the
+            # pool stopped is acknowledged in between.
+            for _ in range(2):
+                wait_until(
+                    lambda: bool(held_tasks(worker.log_tail(100_000))),
+                    timeout=60,
+                    what="a task in the paused worker's hands",
+                )
+                time.sleep(1)
             private_redis.fill()
         full = chat_and_rate()
         refused = _optimize(base, tenant)
