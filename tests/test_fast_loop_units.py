@@ -141,8 +141,15 @@ def test_demonstrations_come_from_gold_exchanges_that_satisfy_the_checks() -> No
     )
     turns = decode_demonstrations(proposal["demonstrations"])
     assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
-    assert {t["content"] for t in turns if t["role"] == "user"} <= {"q1", "q2", "q3"}
-    assert fast.pool[0].question in {"q2", "q3"}, "exchanges that pass the checks rank first"
+    # Two pass the check, as many as a candidate holds: the rambling one is never shown.
+    assert {t["content"] for t in turns if t["role"] == "user"} == {"q2", "q3"}
+    assert [d.question for d in fast.pool] == ["q2", "q3"]
+    assert fast.stats.rejected == {"breaks the checks": 1}
+
+    # Too few pass: the rest stay in the pool, ranked after those that pass.
+    fewer = adapter(ScriptedLM(), spec, pool[:2])
+    assert [d.question for d in fewer.pool] == ["q2", "q1"]
+    assert fewer.stats.rejected == {}
 
 
 def test_split_is_stable_as_data_grows() -> None:

@@ -1,7 +1,8 @@
 """`fastslow demo`: simulated users teach an agent, and the two loops learn from them.
 
-1. Users with a hidden preference ask questions and rate the answers (the baseline).
-2. Their ratings trigger the fast loop by themselves; a better prompt goes live.
+1. Users with a hidden preference ask questions and rate the answers (the baseline, with the
+   fast loop off so that every one of them is answered by the first prompt).
+2. The fast loop is turned on; their ratings start it by themselves; a better prompt goes live.
 3. More users ask; then a slow-loop run trains a LoRA adapter on the agent's questions, with
    contexts sampled from the fast loop's population, and it is swapped in if it passes the gate.
 4. More users ask. Hidden-rule satisfaction per phase is printed, and plotted over time with
@@ -107,6 +108,11 @@ class DemoClient:
         response.raise_for_status()
         return response.json()
 
+    def patch(self, path: str, body: Any) -> Any:
+        response = self.http.patch(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
     def post(self, path: str, body: Any = None) -> Any:
         response = self.http.post(path, json=body)
         response.raise_for_status()
@@ -132,14 +138,15 @@ def run_demo(
             "description": f"demo agent; its users want: {preference.name}",
             "reward": {"checks": [preference.reward_check()], "correction_weight": 0},
             "max_tokens_cap": max(config.max_tokens, 64),
-            # The fast loop starts by itself once most of the first phase has rated.
-            "fast_loop": {**config.fast_loop, "min_new_feedback": max(4, int(n * 0.6))},
+            # Off (pinned) while the baseline is measured; see below.
+            "fast_loop": {**config.fast_loop, "pinned": True},
             "slow_loop": config.slow_loop or {},
         },
     )
     say(f"agent {slug!r}: users' hidden preference is {preference.name!r}")
 
-    def phase(name: str) -> float:
+    def phase(name: str) -> tuple[float, int]:
+        """Satisfaction of a batch of answers, and how many of them users rated."""
         batch = [next(pool) for _ in range(n)]
         with ThreadPoolExecutor(max_workers=config.concurrency) as threads:
             results = list(
@@ -147,20 +154,27 @@ def run_demo(
                     lambda q: ask_and_rate(client, slug, q, users, config.max_tokens), batch
                 )
             )
-        for answered, satisfied, prompt_v, adapter_v in results:
+        for answered, satisfied, prompt_v, adapter_v, _rated in results:
             samples.append(Sample(answered - started, name, satisfied, prompt_v, adapter_v))
         rate = sum(r[1] for r in results) / len(results)
         say(f"[{name}] {len(results)} answers, hidden-rule satisfaction {rate:.0%}")
-        return rate
+        return rate, sum(r[4] for r in results)
 
-    phases = {"before": phase("before")}
+    phases: dict[str, float] = {}
+    phases["before"], rated = phase("before")
 
-    say("waiting for the fast loop (it starts by itself after enough ratings)...")
+    # On, due after as many ratings as the baseline brought: beat starts the run at its next
+    # tick, on all of them (a run started halfway through would learn from half the data).
+    client.patch(
+        f"/api/v1/agents/{slug}",
+        {"fast_loop": {"pinned": False, "min_new_feedback": max(1, rated)}},
+    )
+    say(f"fast loop on: it starts by itself on the {rated} ratings...")
     fast = wait_for_job(client, slug, "optimize", config.wait_s, say)
     agent = client.get(f"/api/v1/agents/{slug}")
     if agent["live_prompt_version"] != 1:
         events.append((time.monotonic() - started, f"prompt v{agent['live_prompt_version']}"))
-    phases["after fast loop"] = phase("after fast loop")
+    phases["after fast loop"], _ = phase("after fast loop")
 
     slow: dict[str, Any] = {}
     if config.slow_loop is not None:
@@ -170,15 +184,16 @@ def run_demo(
         agent = client.get(f"/api/v1/agents/{slug}")
         if agent["live_adapter_version"]:
             events.append((time.monotonic() - started, f"adapter v{agent['live_adapter_version']}"))
-        phases["after slow loop"] = phase("after slow loop")
+        phases["after slow loop"], _ = phase("after slow loop")
     rollouts = len(client.get("/api/v1/rollouts", agent=slug, limit=500))
     return DemoResult(samples, events, phases, rollouts, fast, slow)
 
 
 def ask_and_rate(
     client: DemoClient, slug: str, question: SimQuestion, users: UserModel, max_tokens: int
-) -> tuple[float, bool, str, str]:
-    """One user asks and (maybe) rates: (when it was answered, rule met, prompt, adapter)."""
+) -> tuple[float, bool, str, str, bool]:
+    """One user asks and (maybe) rates: (when it was answered, rule met, prompt, adapter,
+    rated)."""
     response = client.http.post(
         "/v1/chat/completions",
         json={
@@ -200,6 +215,7 @@ def ask_and_rate(
         users.preference.satisfied(question, answer),
         response.headers["x-fastslow-prompt-version"],
         response.headers["x-fastslow-adapter-version"],
+        body is not None,
     )
 
 
@@ -244,9 +260,11 @@ def table(result: DemoResult) -> str:
     rows.append("")
     rows.append(f"rollouts recorded: {result.rollouts}")
     if fast:
+        metrics = result.fast_loop.get("metrics", {})
         rows.append(
-            f"fast loop: {fast.get('outcome')} ({fast.get('reason')}); "
-            f"answers generated: {result.fast_loop.get('metrics', {}).get('metric_calls')}"
+            f"fast loop: {fast.get('outcome')} ({fast.get('reason')}); answers generated: "
+            f"{metrics.get('metric_calls')}, candidates: {metrics.get('candidates')}, "
+            f"proposals: {metrics.get('proposals')}"
         )
     if slow:
         assessment = slow.get("assessment", {})

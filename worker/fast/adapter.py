@@ -8,8 +8,8 @@ Proposers:
 - instructions: the reflection LM rewrites them from scored examples and their feedback; what it
   writes passes the guards first (worker/fast/guards.py);
 - demonstrations: chosen from gold exchanges of the train split (corrections, highly rated
-  answers), preferring those that satisfy the agent's checks, never a hostile one. No LM
-  involved.
+  answers), preferring those that satisfy the agent's checks (one that breaks them only when
+  too few pass), never a hostile one. No LM involved.
 
 Contract (as GEPA's): a failed example scores 0 with its error in the trace; only system
 failures (the engine is down) raise.
@@ -107,13 +107,23 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         safe = [d for d in pool if not (is_hostile(d.question) or is_hostile(d.answer))]
         if len(safe) < len(pool):
             self.stats.rejected["hostile demonstration"] += len(pool) - len(safe)
-        # Gold exchanges that satisfy the checks best come first.
-        self.pool = sorted(
-            safe,
-            key=lambda d: (
-                -(score_checks(scorer.spec, question=d.question, answer=d.answer).score or 0)
+        # Gold exchanges that satisfy the checks best come first. One that breaks a check
+        # (a user rated a bad answer well, as some do) would teach the rule's opposite: left
+        # out as long as enough others pass.
+        scored = sorted(
+            (
+                (score_checks(scorer.spec, question=d.question, answer=d.answer).score, i, d)
+                for i, d in enumerate(safe)
             ),
+            key=lambda item: (-(item[0] if item[0] is not None else 1.0), item[1]),
         )
+        passing = [d for score, _, d in scored if score is None or score >= 1.0]
+        if len(passing) >= max(1, demonstrations_per_candidate):
+            if len(passing) < len(scored):
+                self.stats.rejected["breaks the checks"] += len(scored) - len(passing)
+            self.pool = passing
+        else:
+            self.pool = [d for _, _, d in scored]
 
     # -- evaluation -----------------------------------------------------------------------
 
