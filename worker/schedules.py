@@ -12,7 +12,7 @@ from backend.db import Database
 from backend.errors import Conflict, Unavailable
 from backend.jobs.models import JobKind
 from backend.jobs.service import start_job
-from backend.schedules.service import claim_due, decide, record_firing
+from backend.schedules.service import claim_due, decide, record_firing, release
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 def fire_due(database: Database, celery: Celery) -> list[uuid.UUID]:
     started: list[uuid.UUID] = []
     with database.session() as session:
-        for schedule in claim_due(session):
+        for claim in claim_due(session):
+            schedule = claim.schedule
             decision = decide(session, schedule=schedule)
             job_id = None
             outcome = decision.reason
@@ -41,7 +42,9 @@ def fire_due(database: Database, celery: Celery) -> list[uuid.UUID]:
                 except Conflict:
                     outcome = "skipped: a run of this agent is already queued or running"
                 except Unavailable as exc:
-                    outcome = f"failed to start: {exc.message}"
+                    # The next tick retries (a tick the broker delivers: it is back).
+                    release(session, claim=claim)
+                    outcome = f"failed to start, retried at the next tick: {exc.message}"
             record_firing(session, schedule_id=schedule.id, outcome=outcome, job_id=job_id)
             logger.info("schedule of agent %s: %s", schedule.agent_id, outcome)
     return started

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.agents.models import Agent
@@ -14,6 +14,7 @@ from backend.agents.schemas import FastLoopSettings
 from backend.agents.service import fast_loop_settings
 from backend.db import utcnow
 from backend.jobs.models import Job, JobKind, JobStatus
+from backend.jobs.service import ran_or_will_run
 from backend.rollouts.models import Feedback
 
 
@@ -29,13 +30,6 @@ def due_reason(
     if now - first_new >= timedelta(minutes=settings.max_wait_minutes):
         return f"{new_ratings} new ratings, oldest {now - first_new} ago"
     return None
-
-
-def ran_or_will_run() -> ColumnElement[bool]:
-    """Optimisation jobs that count as the agent's last run. One that failed before any worker
-    started it (the broker refused it, or its message was lost) has not used the ratings it
-    was started for, so the loop tries again once the broker is back."""
-    return ~((Job.status == JobStatus.FAILED) & Job.started_at.is_(None))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,6 +62,14 @@ def create_job(
             f"a {kind} job for this agent is already queued or running{detail}"
         ) from None
     return job
+
+
+def ran_or_will_run() -> ColumnElement[bool]:
+    """Jobs that count as an agent's last run. One that failed before any worker started it
+    (the broker refused it, or its message was lost) has not used the data it was started
+    for, so the trigger (fast loop) or schedule (slow loop) tries again once the broker is
+    back."""
+    return ~((Job.status == JobStatus.FAILED) & Job.started_at.is_(None))
 
 
 def start_job(

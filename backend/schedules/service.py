@@ -15,6 +15,7 @@ from backend.agents.service import fast_loop_settings
 from backend.db import utcnow
 from backend.errors import NotFound
 from backend.jobs.models import Job, JobKind
+from backend.jobs.service import ran_or_will_run
 from backend.rollouts.models import Feedback, Rollout
 from backend.schedules.models import Schedule
 from backend.schedules.schemas import FastLoopTriggers, ScheduleRead, ScheduleWrite
@@ -89,25 +90,48 @@ def schedule_view(row: Schedule, agent: Agent) -> ScheduleRead:
     )
 
 
-def claim_due(session: Session, *, now: datetime | None = None) -> list[Schedule]:
+@dataclass(frozen=True)
+class Claim:
+    """One due occurrence of a schedule, won by this caller: `next_run_at` was moved from
+    `due_at` to `next_at`."""
+
+    schedule: Schedule
+    due_at: datetime
+    next_at: datetime
+
+
+def claim_due(session: Session, *, now: datetime | None = None) -> list[Claim]:
     """Due schedules this caller won: each occurrence is moved forward with a compare-and-set,
     so concurrent callers (two beats) never both get it. Missed occurrences (beat was down)
     collapse into one: the next time is computed from now, not from the missed time."""
     now = now or utcnow()
-    won: list[Schedule] = []
+    won: list[Claim] = []
     for row in session.scalars(
         select(Schedule).where(Schedule.enabled, Schedule.next_run_at <= now)
     ).all():
+        due_at = row.next_run_at
         following = next_after(now, cron=row.cron, interval_s=row.interval_s, timezone=row.timezone)
         moved = session.execute(
             update(Schedule)
-            .where(Schedule.id == row.id, Schedule.next_run_at == row.next_run_at)
+            .where(Schedule.id == row.id, Schedule.next_run_at == due_at)
             .values(next_run_at=following)
         )
         session.commit()
         if moved.rowcount == 1:  # type: ignore[attr-defined]
-            won.append(row)
+            won.append(Claim(row, due_at, following))
     return won
+
+
+def release(session: Session, *, claim: Claim) -> None:
+    """Give a claimed occurrence back (its run could not be started: the broker refused it),
+    so the next tick tries again instead of waiting for the next occurrence. Unless someone
+    moved the schedule since (an admin edited it): then their time stands."""
+    session.execute(
+        update(Schedule)
+        .where(Schedule.id == claim.schedule.id, Schedule.next_run_at == claim.next_at)
+        .values(next_run_at=claim.due_at)
+    )
+    session.commit()
 
 
 @dataclass(frozen=True)
@@ -120,7 +144,7 @@ def decide(session: Session, *, schedule: Schedule) -> Decision:
     """Whether a due schedule starts a run, given what changed since the agent's last run."""
     last = session.scalar(
         select(func.max(Job.created_at)).where(
-            Job.agent_id == schedule.agent_id, Job.kind == JobKind.TRAIN
+            Job.agent_id == schedule.agent_id, Job.kind == JobKind.TRAIN, ran_or_will_run()
         )
     )
     rollouts = _count_since(session, Rollout, schedule.agent_id, last)

@@ -89,7 +89,7 @@ def test_claiming_is_exclusive_under_concurrency(
     def claim() -> None:
         barrier.wait()
         with database.session() as session:
-            mine = [s for s in claim_due(session) if s.tenant_id == tenant.tenant_id]
+            mine = [c for c in claim_due(session) if c.schedule.tenant_id == tenant.tenant_id]
             wins.append(len(mine))
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
@@ -124,6 +124,44 @@ def test_missed_runs_catch_up_once(
         s for s in started if s in {j.id for j in jobs}
     ], "120 missed occurrences start one run"
     assert jobs[0].kind == JobKind.TRAIN and jobs[0].params["trigger"] == "schedule"
+
+
+def test_an_occurrence_the_broker_refused_is_retried_at_the_next_tick(
+    stack: Stack, database: Database, app_client: TestClient, tenant: TenantKeys
+) -> None:
+    create_agent(app_client, tenant, slow_loop=QUICK_FAIL)
+    assert put(app_client, tenant, cron="0 3 * * *", skip_if_unchanged=False).status_code == 200
+    due_at = utcnow() - timedelta(minutes=1)
+    with database.session() as session:
+        session.execute(
+            update(Schedule)
+            .where(Schedule.tenant_id == tenant.tenant_id)
+            .values(next_run_at=due_at)
+        )
+        session.commit()
+
+    def schedule() -> Schedule:
+        with database.session() as session:
+            return session.scalars(
+                select(Schedule).where(Schedule.tenant_id == tenant.tenant_id)
+            ).one()
+
+    # Nothing listens on port 1: every send is refused, as by a broker that is down or full.
+    refusing = make_celery(
+        stack.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    )
+    assert fire_due(database, refusing) == []
+    refused = schedule()
+    assert refused.last_outcome.startswith("failed to start"), refused.last_outcome
+    # The occurrence is given back, not lost until tomorrow's 03:00.
+    assert abs((refused.next_run_at - due_at).total_seconds()) < 1
+    assert [j["status"] for j in train_jobs(app_client, tenant)] == ["failed"]
+
+    started = fire_due(database, make_celery(stack.settings))
+    assert len(started) == 1
+    fired = schedule()
+    assert fired.last_job_id == started[0] and fired.last_outcome.startswith("started")
+    assert fired.next_run_at > utcnow() + timedelta(minutes=1), "on to the next occurrence"
 
 
 @pytest.fixture(scope="module")

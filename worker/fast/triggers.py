@@ -14,13 +14,13 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.agents.fast_loop import due_reason, ran_or_will_run
+from backend.agents.fast_loop import due_reason
 from backend.agents.models import Agent
 from backend.agents.service import fast_loop_settings
 from backend.db import Database, utcnow
 from backend.errors import Conflict, Unavailable
 from backend.jobs.models import Job, JobKind
-from backend.jobs.service import start_job
+from backend.jobs.service import ran_or_will_run, start_job
 from backend.rollouts.models import Feedback
 
 logger = logging.getLogger(__name__)
