@@ -175,7 +175,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for arm, color in (("rl", "#c0392b"), ("fst", "#2556c4")):
         data = result["arms"][arm]
         left.plot(data["rollouts"], data["reward_curve"], color=color, label=data["label"])
-        right.plot(data["rollouts"], data["kl_curve"], color=color, label=data["label"])
+        kl = [float("nan") if k is None else k for k in data["kl_curve"]]
+        right.plot(data["rollouts"], kl, color=color, marker=".", label=data["label"])
     prompt = result["arms"]["prompt"]
     left.scatter(
         [prompt["rollouts_used"]],
@@ -237,7 +238,9 @@ def main() -> None:
             "label": label,
             "rollouts": rollouts,
             "reward_curve": rewards,
-            "kl_curve": [float(k or 0.0) for k in curves["kl"]],
+            # None: a step without an update (every group flat), so no KL was measured;
+            # a gap in the plot, not a 0.
+            "kl_curve": [None if k is None else float(k) for k in curves["kl"]],
             "rollouts_used": rollouts[-1],
             "validation_reward": assessment["candidate_reward"],
             "validation_reward_no_context": assessment["candidate_reward_no_context"],
