@@ -227,10 +227,15 @@ def start_worker(
     """A real Celery worker process (`fastslow worker`) on the run's broker."""
     args = [str(VENV_BIN / "fastslow"), "worker"] + (["--queues", queues] if queues else [])
     worker = Process(name, args, {**stack.env, **env})
-    wait_until(
-        lambda: "ready." in worker.log_tail() or not worker.alive, timeout=120, what="the worker"
-    )
-    assert worker.alive, worker.log_tail()
+    try:
+        # Anywhere in the log: queued tasks it takes at once can push "ready." out of a tail.
+        wait_until(
+            lambda: worker.logged("ready.") or not worker.alive, timeout=120, what="the worker"
+        )
+        assert worker.alive, worker.log_tail()
+    except BaseException:
+        worker.stop()  # never left running behind a failed test, taking later tests' tasks
+        raise
     return worker
 
 

@@ -66,6 +66,10 @@ class Process:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def logged(self, text: str) -> bool:
+        """`text` is anywhere in the log (a tail can miss a line that a burst pushed out)."""
+        return text in self.log_path.read_text(errors="replace")
+
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crash would."""
         if self.alive:

@@ -46,12 +46,12 @@ def test_up_runs_everything_on_embedded_defaults(tmp_path: Path, base_model_dir:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
-            lambda: "fastslow is up at" in up.log_tail() or not up.alive,
+            lambda: up.logged("fastslow is up at") or not up.alive,
             timeout=240,
             what="fastslow up",
         )
         assert up.alive, up.log_tail()
-        assert f"fastslow is up at {url}" in up.log_tail()
+        assert up.logged(f"fastslow is up at {url}"), up.log_tail()
         assert (tmp_path / "fastslow.db").exists()
 
         cli_env = {k: v for k, v in {**os.environ, **env}.items() if k not in SERVER_VARS}

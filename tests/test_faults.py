@@ -177,7 +177,7 @@ def test_full_or_stopped_broker_loses_no_rating_and_the_fast_loop_catches_up(
     )
     api, base = start_api(stack, "api-broker-fault", **env)
     try:
-        wait_until(lambda: "ready." in worker.log_tail(), timeout=120, what="the worker")
+        wait_until(lambda: worker.logged("ready."), timeout=120, what="the worker")
         # The loop is due after 3 new ratings; a run then fails at once for want of data
         # (min_examples), which is all this test needs: the trigger fired and a worker ran it.
         (tenant,) = create_tenants(

@@ -49,7 +49,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> 
     )
     try:
         wait_until(
-            lambda: "fastslow is up at" in up.log_tail() or not up.alive,
+            lambda: up.logged("fastslow is up at") or not up.alive,
             timeout=300,
             what="fastslow up",
         )
