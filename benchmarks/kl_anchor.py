@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from backend.agents.schemas import SlowLoopSettings  # noqa: E402
 from backend.engines import ChatMessage  # noqa: E402
 from worker.slow.loss import policy_loss  # noqa: E402
-from worker.slow.policy import Batch, Policy, Sequence  # noqa: E402
+from worker.slow.policy import Policy, Sequence  # noqa: E402
 
 BASE_MODEL = os.environ.get(
     "FASTSLOW_BASE_MODEL", str(REPO / "data" / "models" / "SmolLM2-135M-Instruct")
@@ -39,25 +39,6 @@ MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Where is my order?"}
 ANSWERS = ["It ships today.", "Your order is on its way to you now, it left our store."]
 KL_COEF = 1.0
 Penalty = Literal["k3", "exact"]
-
-
-def exact_kl(policy: Policy, batch: Batch) -> torch.Tensor:
-    """Mean per-token KL(policy || base) over the vocabulary, with its gradient."""
-    base = policy.model.get_base_model()
-    targets = batch.completion_mask[:, 1:].bool()
-
-    def states() -> torch.Tensor:
-        out = base.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        hidden: torch.Tensor = out.last_hidden_state[:, :-1][targets]
-        return hidden
-
-    tuned = states()
-    with torch.no_grad(), policy.model.disable_adapter():
-        plain = states()
-    head = base.get_output_embeddings()
-    log_p = torch.log_softmax(head(tuned).float(), dim=-1)
-    log_q = torch.log_softmax(head(plain).float(), dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
 def step(policy: Policy, sequences: list[Sequence], advantages: torch.Tensor, kl: Penalty) -> None:
@@ -72,7 +53,7 @@ def step(policy: Policy, sequences: list[Sequence], advantages: torch.Tensor, kl
     pg = policy_loss(
         logp, old, old, advantages, batch.completion_mask, algorithm="cispo", kl_coef=0.0
     )
-    loss = pg.loss + KL_COEF * exact_kl(policy, batch)
+    loss = pg.loss + KL_COEF * policy.exact_kl(batch)
     loss.backward()  # type: ignore[no-untyped-call]
     params = [p for p in policy.model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -116,9 +116,9 @@ class Policy:
         with self.model.disable_adapter():
             return completion_logprobs(*args, chunk_tokens=CHUNK_TOKENS)
 
-    @torch.no_grad()
-    def kl_to_base(self, batch: Batch) -> float:
-        """Exact mean per-token KL(policy || base) over the vocabulary, on completion tokens."""
+    def exact_kl(self, batch: Batch) -> torch.Tensor:
+        """Mean per-token KL(policy || base) over the whole vocabulary, on completion tokens;
+        differentiable through the adapter (the base side is computed without gradients)."""
         base = self.model.get_base_model()
         targets = batch.completion_mask[:, 1:].bool()
 
@@ -128,16 +128,21 @@ class Policy:
             return hidden
 
         tuned = states()
-        with self.model.disable_adapter():
+        with torch.no_grad(), self.model.disable_adapter():
             plain = states()
         head = base.get_output_embeddings()
-        total, count = 0.0, 0
+        total = tuned.new_zeros((), dtype=torch.float32)
         for start in range(0, tuned.shape[0], CHUNK_TOKENS):
             log_p = torch.log_softmax(head(tuned[start : start + CHUNK_TOKENS]).float(), dim=-1)
-            log_q = torch.log_softmax(head(plain[start : start + CHUNK_TOKENS]).float(), dim=-1)
-            total += float((log_p.exp() * (log_p - log_q)).sum())
-            count += log_p.shape[0]
-        return total / max(count, 1)
+            with torch.no_grad():
+                log_q = torch.log_softmax(head(plain[start : start + CHUNK_TOKENS]).float(), dim=-1)
+            total = total + (log_p.exp() * (log_p - log_q)).sum()
+        return total / max(tuned.shape[0], 1)
+
+    @torch.no_grad()
+    def kl_to_base(self, batch: Batch) -> float:
+        """`exact_kl` as a number, for the assessment."""
+        return float(self.exact_kl(batch))
 
     @torch.no_grad()
     def perplexity(self, texts: list[str], *, adapter: bool) -> float:
