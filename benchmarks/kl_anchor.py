@@ -4,13 +4,13 @@ On the real base model, side by side in one run: a fresh LoRA is pushed away fro
 3 steps (one question; a short answer rewarded over a long one), then takes steps where every
 answer scores alike, so only the KL term acts. After each step the exact KL(policy || base)
 over the vocabulary is measured. The KL term is the k3 estimate on the sampled tokens (the
-trainer's, and TRL's) or the exact KL over the vocabulary, in the drift steps and in the flat
-steps separately.
+trainer's reward steps, and TRL's) or the exact KL over the vocabulary (the trainer's flat
+steps, `Policy.anchor`), in the drift steps and in the flat steps separately.
 
-Why: the trainer skips a step whose groups are all flat (docs/slow-loop.md); this shows what
-taking it would do with each form of the penalty.
+Why: this is how the trainer's flat-step anchor was chosen (docs/slow-loop.md): what taking a
+flat step does with each form of the penalty.
 
-Run: .venv/bin/python benchmarks/kl_anchor.py [--lr 5e-3 1e-3] [--flat-steps 10]
+Run: .venv/bin/python benchmarks/kl_anchor.py [--lr 5e-3 1e-3] [--kl-coef 1] [--flat-steps 10]
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ BASE_MODEL = os.environ.get(
 )
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Where is my order?"}]
 ANSWERS = ["It ships today.", "Your order is on its way to you now, it left our store."]
-KL_COEF = 1.0
 Penalty = Literal["k3", "exact"]
 
 
 def step(policy: Policy, sequences: list[Sequence], advantages: torch.Tensor, kl: Penalty) -> None:
     if kl == "k3":
-        policy.update(sequences, advantages)  # the trainer's own step
+        policy.update(sequences, advantages)  # the trainer's reward step
+        return
+    if not advantages.any():
+        policy.anchor(sequences)  # the trainer's flat step
         return
     batch = policy.batch(sequences)
     with torch.no_grad():
@@ -53,16 +55,16 @@ def step(policy: Policy, sequences: list[Sequence], advantages: torch.Tensor, kl
     pg = policy_loss(
         logp, old, old, advantages, batch.completion_mask, algorithm="cispo", kl_coef=0.0
     )
-    loss = pg.loss + KL_COEF * policy.exact_kl(batch)
+    loss = pg.loss + policy.settings.kl_coef * policy.exact_kl(batch)
     loss.backward()  # type: ignore[no-untyped-call]
     params = [p for p in policy.model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     policy.optimizer.step()
 
 
-def run(lr: float, drift: Penalty, flat: Penalty, flat_steps: int) -> list[float]:
+def run(lr: float, kl_coef: float, drift: Penalty, flat: Penalty, flat_steps: int) -> list[float]:
     torch.manual_seed(0)
-    settings = SlowLoopSettings(learning_rate=lr, kl_coef=KL_COEF, seed=0)
+    settings = SlowLoopSettings(learning_rate=lr, kl_coef=kl_coef, seed=0)
     policy = Policy(Path(BASE_MODEL), settings, device="cpu")
     sequences = [Sequence(MESSAGES, answer, stopped=True) for answer in ANSWERS]
     batch = policy.batch(sequences)
@@ -78,6 +80,7 @@ def run(lr: float, drift: Penalty, flat: Penalty, flat_steps: int) -> list[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lr", type=float, nargs="+", default=[5e-3, 1e-3])
+    parser.add_argument("--kl-coef", type=float, default=1.0)
     parser.add_argument("--flat-steps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -87,7 +90,7 @@ def main() -> None:
     for lr in args.lr:
         for drift in ("k3", "exact"):
             for flat in ("k3", "exact"):
-                kls = run(lr, drift, flat, args.flat_steps)
+                kls = run(lr, args.kl_coef, drift, flat, args.flat_steps)
                 rows.append({"lr": lr, "drift": drift, "flat": flat, "kl": kls})
                 print(
                     f"{lr:>7.0e} {drift:>6} {flat:>6}  {kls[0]:.2f} -> {kls[-1]:.2f}  "
@@ -95,7 +98,7 @@ def main() -> None:
                     flush=True,
                 )
     if args.out:
-        args.out.write_text(json.dumps({"kl_coef": KL_COEF, "rows": rows}, indent=1))
+        args.out.write_text(json.dumps({"kl_coef": args.kl_coef, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ loop's included), validation reward of each arm, KL to the base model per token,
 FST needs to reach RL's best reward, and a PNG plot. The published claims to test against
 (Fast-Slow Training): about 3x fewer rollouts than RL to reach RL's best, about 70% less KL.
 
-Run: .venv/bin/python benchmarks/learning.py [--preset cpu|gpu]
-Writes benchmarks/results/learning-<date>.json and .png.
+Run: .venv/bin/python benchmarks/learning.py [--preset cpu|gpu] [--seed N] [--no-anchor]
+Writes benchmarks/results/learning-<preset>-<anchor|no-anchor>-seed<N>-<date>.json and .png.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class Config:
     eval_questions: int = 8
     refresh_every: int = 4  # FST interleaving: a fast-loop round every T RL steps
     refresh_budget: int = 12
+    # Steps where every answer earned the full reward take a step on the exact KL alone.
+    anchor_solved_steps: bool = True
     seed: int = 0
 
 
@@ -92,6 +94,7 @@ def slow_loop(config: Config, contexts: str) -> dict[str, Any]:
         "group_size": config.group_size,
         "max_tokens": config.max_tokens,
         "learning_rate": config.learning_rate,
+        "anchor_solved_steps": config.anchor_solved_steps,
         "contexts": contexts,
         "eval_questions": config.eval_questions,
         "min_questions": 4,
@@ -158,6 +161,19 @@ def rollouts_to_reach(
     return None
 
 
+def kl_when_reached(
+    rewards: list[float], kls: list[float | None], target: float, window: int = 3
+) -> float | None:
+    """The training KL (last measured) at the step the reward's moving average first reaches
+    `target`: KL at matched reward, the published comparison."""
+    for i in range(len(rewards)):
+        recent = rewards[max(0, i - window + 1) : i + 1]
+        if sum(recent) / len(recent) >= target - 1e-9:
+            measured = [k for k in kls[: i + 1] if k is not None]
+            return measured[-1] if measured else None
+    return None
+
+
 def best_moving_average(rewards: list[float], window: int = 3) -> float:
     return max(
         sum(rewards[max(0, i - window + 1) : i + 1]) / len(rewards[max(0, i - window + 1) : i + 1])
@@ -203,13 +219,21 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--preference", choices=sorted(PREFERENCES), default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="questions, users and sampling")
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument(
+        "--no-anchor", action="store_true", help="solved steps change nothing (the old default)"
+    )
     args = parser.parse_args()
     config = PRESETS[args.preset]
     if args.preference:
         config = Config(**{**asdict(config), "preference": args.preference})
     if args.steps:
         config = Config(**{**asdict(config), "steps": args.steps})
+    if args.no_anchor:
+        config = Config(**{**asdict(config), "anchor_solved_steps": False})
+    if args.seed is not None:
+        config = Config(**{**asdict(config), "seed": args.seed})
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fastslow-learning-") as tmp:
         up = start_platform(Path(tmp), args.port, base_model=BASE_MODEL)
@@ -262,6 +286,12 @@ def main() -> None:
     )
     rl_to_rl_best = rollouts_to_reach(arms["rl"]["reward_curve"], arms["rl"]["rollouts"], rl_best)
     kl_ratio = arms["fst"]["kl_to_base"] / max(arms["rl"]["kl_to_base"], 1e-9)
+    kl_at_rl_best = {
+        arm: kl_when_reached(arms[arm]["reward_curve"], arms[arm]["kl_curve"], rl_best)
+        for arm in ("rl", "fst")
+    }
+    rl_kl, fst_kl = kl_at_rl_best["rl"], kl_at_rl_best["fst"]
+    kl_ratio_matched = fst_kl / rl_kl if rl_kl and fst_kl is not None else None
     result = {
         "date": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -275,28 +305,41 @@ def main() -> None:
             rl_to_rl_best / fst_to_rl_best if rl_to_rl_best and fst_to_rl_best else None
         ),
         "kl_ratio_fst_over_rl": kl_ratio,
+        "training_kl_at_rl_best": kl_at_rl_best,
+        "kl_ratio_fst_over_rl_at_rl_best": kl_ratio_matched,
         "wall_s": time.monotonic() - started,
     }
     print(
         f"\nlearning: users want {config.preference!r}; {config.steps} RL steps of "
         f"{config.questions_per_step} questions x G={config.group_size}; fast-loop budget "
-        f"{config.fast_budget}, FST refreshes every {config.refresh_every} steps"
+        f"{config.fast_budget}, FST refreshes every {config.refresh_every} steps, solved steps "
+        f"{'anchored' if config.anchor_solved_steps else 'skipped'}"
     )
-    print(f"{'arm':34} {'rollouts':>9} {'val reward':>11} {'no context':>11} {'KL':>8}")
+    print(
+        f"{'arm':34} {'rollouts':>9} {'val reward':>11} {'no context':>11} {'KL':>8} {'facts':>6}"
+    )
     for arm in ("prompt", "rl", "fst"):
         data = arms[arm]
         no_context = data.get("validation_reward_no_context")
+        facts = data.get("fact_accuracy", fst_assessment["base_fact_accuracy"])
         print(
             f"{data['label']:34} {data['rollouts_used']:>9} {data['validation_reward']:>11.3f} "
             f"{'-' if no_context is None else f'{no_context:.3f}':>11} {data['kl_to_base']:>8.4f}"
+            f" {facts:>6.3f}"
         )
+    matched = "-" if kl_ratio_matched is None else f"{kl_ratio_matched:.2f}"
     print(
         f"RL's best training reward {rl_best:.3f}: RL reached it after {rl_to_rl_best} rollouts, "
-        f"FST after {fst_to_rl_best} (fast loop included); KL FST / RL = {kl_ratio:.2f}"
+        f"FST after {fst_to_rl_best} (fast loop included); KL FST / RL at the end "
+        f"{kl_ratio:.2f}, in training when each reached it {matched}"
     )
     results = REPO / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    stem = f"learning-{args.preset}-{datetime.now(UTC).strftime('%Y-%m-%d')}"
+    variant = "anchor" if config.anchor_solved_steps else "no-anchor"
+    stem = (
+        f"learning-{args.preset}-{variant}-seed{config.seed}-"
+        f"{datetime.now(UTC).strftime('%Y-%m-%d')}"
+    )
     (results / f"{stem}.json").write_text(json.dumps(result, indent=2))
     plot(result, results / f"{stem}.png")
     print(f"wrote benchmarks/results/{stem}.json and .png in {result['wall_s']:.0f} s")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from backend.agents.schemas import SlowLoopSettings
+from backend.engines import ChatMessage
 from worker.slow.loss import completion_logprobs, group_advantages, policy_loss
-from worker.slow.trainer import gate
+from worker.slow.trainer import gate, step_kind
 
 
 def test_group_advantages_normalise_within_each_group() -> None:
@@ -113,3 +114,72 @@ def test_gate_decides_both_ways() -> None:
     assert not gate({**good, "kl_to_base": 0.5}, settings)[0], "too far from the base"
     refused, reason = gate({**good, "retention_drop": 0.3}, settings)
     assert not refused and "base-skill" in reason
+
+
+def test_an_anchor_step_pulls_a_drifted_adapter_back_toward_the_base(base_model_dir: Path) -> None:
+    from worker.slow.policy import Policy, Sequence
+
+    torch.manual_seed(0)
+    policy = Policy(base_model_dir, SlowLoopSettings(learning_rate=5e-3), device="cpu")
+    messages: list[ChatMessage] = [{"role": "user", "content": "Where is my order?"}]
+    sequences = [
+        Sequence(messages, "It ships today.", stopped=True),
+        Sequence(messages, "Your order is on its way to you now, it left our store.", stopped=True),
+    ]
+    batch = policy.batch(sequences)
+    assert policy.kl_to_base(batch) == pytest.approx(0.0, abs=1e-6), "a fresh LoRA is the base"
+    for _ in range(3):  # reward the short answer: the adapter moves away from the base
+        policy.update(sequences, torch.tensor([1.0, -1.0]))
+    drifted = policy.kl_to_base(batch)
+    assert drifted > 0.05
+    metrics = [policy.anchor(sequences) for _ in range(4)]
+    assert metrics[0]["kl"] == pytest.approx(drifted, rel=1e-3), "the step's KL is the exact KL"
+    assert metrics[0]["loss"] == pytest.approx(0.04 * drifted, rel=1e-3), "scaled by kl_coef"
+    assert policy.kl_to_base(batch) < 0.7 * drifted
+
+
+def test_micro_batches_take_the_same_step_as_the_whole_batch(base_model_dir: Path) -> None:
+    from worker.slow.policy import Policy, Sequence
+
+    messages: list[ChatMessage] = [{"role": "user", "content": "Where is my order?"}]
+    answers = ["It ships today.", "Your order left our store this morning.", "Soon.", "Sure!"]
+    sequences = [Sequence(messages, a, stopped=i != 2) for i, a in enumerate(answers)]
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    steps = {}
+    for micro_batch in (0, 1, 3):
+        torch.manual_seed(0)
+        policy = Policy(base_model_dir, SlowLoopSettings(micro_batch=micro_batch), device="cpu")
+        with torch.no_grad():  # away from the base, so the KL term has a gradient too
+            for name, weights in policy.model.named_parameters():
+                if "lora_B" in name:
+                    weights.normal_(0.0, 0.02)
+        metrics = policy.update(sequences, advantages)
+        # The gradient the optimiser stepped on (after clipping), compared directly: Adam's
+        # normalised step would magnify float noise in near-zero entries.
+        grads = {
+            n: p.grad.detach().clone()
+            for n, p in policy.model.named_parameters()
+            if p.grad is not None
+        }
+        steps[micro_batch] = (metrics, grads)
+    whole, whole_grads = steps[0]
+    assert whole["kl"] > 0
+    assert len(whole_grads) > 0
+    for micro_batch in (1, 3):
+        metrics, grads = steps[micro_batch]
+        for key in ("loss", "kl", "grad_norm", "trained_tokens"):
+            assert metrics[key] == pytest.approx(whole[key], rel=1e-3, abs=1e-6), key
+        assert grads.keys() == whole_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, whole_grads[name], rtol=1e-3, atol=1e-6)
+
+
+def test_a_step_trains_on_reward_spread_anchors_when_solved_and_skips_when_all_failed() -> None:
+    on, off = SlowLoopSettings(), SlowLoopSettings(anchor_solved_steps=False)
+    spread = [1.0, 0.0, 1.0, 1.0]
+    assert step_kind(spread, group_advantages(torch.tensor(spread), 4), on) == "reward"
+    solved, failed, half = [1.0] * 4, [0.0] * 4, [0.5] * 4
+    assert step_kind(solved, torch.zeros(4), on) == "anchor"
+    assert step_kind(solved, torch.zeros(4), off) == "none"
+    assert step_kind(failed, torch.zeros(4), on) == "none"
+    assert step_kind(half, torch.zeros(4), on) == "none"

@@ -58,7 +58,21 @@ class SlowLoopSettings(BaseModel):
     clip_epsilon: float = Field(0.2, gt=0, lt=1, description="GRPO: PPO clip range.")
     kl_coef: float = Field(0.04, ge=0, description="Weight of the KL penalty to the base model.")
     learning_rate: float = Field(2e-4, gt=0, le=1)
+    anchor_solved_steps: bool = Field(
+        True,
+        description="A step in which every answer earned the full reward has nothing left to "
+        "learn: take it on the exact KL to the base alone, pulling the weights back toward the "
+        "base while the contexts keep the reward (off: such a step changes nothing).",
+    )
     updates_per_step: int = Field(1, ge=1, le=16, description="Gradient passes over a batch.")
+    micro_batch: int = Field(
+        4,
+        ge=0,
+        le=1024,
+        description="Answers per forward/backward pass; gradients accumulate over the step's "
+        "batch, so the step is the same and activation memory is bounded by this "
+        "(0: the whole batch at once).",
+    )
     lora_rank: int = Field(16, ge=1, le=256)
     lora_alpha: int = Field(32, ge=1, le=1024)
     contexts: Literal["population", "live", "none"] = Field(

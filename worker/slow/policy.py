@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer
 
 from backend.agents.schemas import SlowLoopSettings
@@ -55,7 +56,7 @@ class Policy:
         settings: SlowLoopSettings,
         *,
         init_adapter: Path | None = None,
-        optimizer_state: Path | None = None,
+        optimizer_dir: Path | None = None,
         device: str = "auto",
     ) -> None:
         self.settings = settings
@@ -74,12 +75,24 @@ class Policy:
             )
             self.model = get_peft_model(model, config)
         self.model.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self._trainable()
         self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-        if optimizer_state is not None and optimizer_state.exists():
-            self.optimizer.load_state_dict(
-                torch.load(optimizer_state, weights_only=True, map_location=self.device)
-            )
+        # Anchor steps have their own state: the reward steps' momentum would carry on in
+        # their direction, and beta x KL's small gradient could not turn it for several steps
+        # (benchmarks/kl_anchor.py, lr 1e-3, kl_coef 0.04: KL 0.68 -> 0.80 after one step with
+        # a shared state, -> 0.15 with its own).
+        self.anchor_optimizer = torch.optim.AdamW(
+            params, lr=settings.learning_rate, weight_decay=0.0
+        )
+        for optimizer, name in self._optimizers():
+            state = optimizer_dir / name if optimizer_dir is not None else None
+            if state is not None and state.exists():
+                optimizer.load_state_dict(
+                    torch.load(state, weights_only=True, map_location=self.device)
+                )
+
+    def _optimizers(self) -> list[tuple[torch.optim.Optimizer, str]]:
+        return [(self.optimizer, "optimizer.pt"), (self.anchor_optimizer, "anchor_optimizer.pt")]
 
     # -- data -----------------------------------------------------------------------------
 
@@ -131,12 +144,23 @@ class Policy:
         with torch.no_grad(), self.model.disable_adapter():
             plain = states()
         head = base.get_output_embeddings()
+
+        def chunk_kl(tuned_chunk: torch.Tensor, plain_chunk: torch.Tensor) -> torch.Tensor:
+            log_p = torch.log_softmax(head(tuned_chunk).float(), dim=-1)
+            with torch.no_grad():
+                log_q = torch.log_softmax(head(plain_chunk).float(), dim=-1)
+            return (log_p.exp() * (log_p - log_q)).sum()
+
         total = tuned.new_zeros((), dtype=torch.float32)
         for start in range(0, tuned.shape[0], CHUNK_TOKENS):
-            log_p = torch.log_softmax(head(tuned[start : start + CHUNK_TOKENS]).float(), dim=-1)
-            with torch.no_grad():
-                log_q = torch.log_softmax(head(plain[start : start + CHUNK_TOKENS]).float(), dim=-1)
-            total = total + (log_p.exp() * (log_p - log_q)).sum()
+            chunk = (tuned[start : start + CHUNK_TOKENS], plain[start : start + CHUNK_TOKENS])
+            if torch.is_grad_enabled():
+                # Recomputed in the backward pass: a chunk's vocabulary-wide tensors (49k
+                # entries per token) are not kept for it.
+                part = checkpoint(chunk_kl, *chunk, use_reentrant=False)
+            else:
+                part = chunk_kl(*chunk)
+            total = total + part
         return total / max(tuned.shape[0], 1)
 
     @torch.no_grad()
@@ -159,42 +183,82 @@ class Policy:
 
     # -- training ------------------------------------------------------------------------
 
+    def _micro_batches(
+        self, sequences: list[Sequence], advantages: torch.Tensor
+    ) -> list[tuple[Batch, torch.Tensor]]:
+        """The step's batch in pieces of `micro_batch` sequences: activation memory grows with
+        the piece, not the batch, and gradients accumulate to the same step."""
+        size = self.settings.micro_batch or len(sequences)
+        return [
+            (self.batch(sequences[i : i + size]), advantages[i : i + size].to(self.device))
+            for i in range(0, len(sequences), size)
+        ]
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def update(self, sequences: list[Sequence], advantages: torch.Tensor) -> dict[str, float]:
         """One step of the objective on a batch (`updates_per_step` passes)."""
         s = self.settings
-        batch = self.batch(sequences)
-        advantages = advantages.to(self.device)
+        pieces = self._micro_batches(sequences, advantages)
         with torch.no_grad():
-            old = self.logprobs(batch)
-            ref = self.logprobs(batch, adapter=False)
+            fixed = [(self.logprobs(b), self.logprobs(b, adapter=False)) for b, _ in pieces]
+        # Each piece's token-mean loss, weighted by its share of the batch's completion tokens,
+        # sums to the whole batch's token mean: the same step whatever the piece size.
+        total = max(sum(b.completion_tokens for b, _ in pieces), 1)
         last: dict[str, float] = {}
         for _ in range(s.updates_per_step):
             self.optimizer.zero_grad(set_to_none=True)
-            parts = policy_loss(
-                self.logprobs(batch),
-                old,
-                ref,
-                advantages,
-                batch.completion_mask,
-                algorithm=s.algorithm,
-                kl_coef=s.kl_coef,
-                clip_ratio_max=s.clip_ratio_max,
-                clip_epsilon=s.clip_epsilon,
+            sums = dict.fromkeys(
+                ("loss", "policy_loss", "kl", "clipped_fraction", "ratio_mean"), 0.0
             )
-            parts.loss.backward()  # type: ignore[no-untyped-call]
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], 1.0
-            )
+            for (batch, adv), (old, ref) in zip(pieces, fixed, strict=True):
+                share = batch.completion_tokens / total
+                parts = policy_loss(
+                    self.logprobs(batch),
+                    old,
+                    ref,
+                    adv,
+                    batch.completion_mask,
+                    algorithm=s.algorithm,
+                    kl_coef=s.kl_coef,
+                    clip_ratio_max=s.clip_ratio_max,
+                    clip_epsilon=s.clip_epsilon,
+                )
+                (parts.loss * share).backward()  # type: ignore[no-untyped-call]
+                sums["loss"] += share * float(parts.loss.detach())
+                sums["policy_loss"] += share * parts.policy
+                sums["kl"] += share * parts.kl
+                sums["clipped_fraction"] += share * parts.clipped_fraction
+                sums["ratio_mean"] += share * parts.ratio_mean
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), 1.0)
             self.optimizer.step()
-            last = {
-                "loss": float(parts.loss.detach()),
-                "policy_loss": parts.policy,
-                "kl": parts.kl,
-                "clipped_fraction": parts.clipped_fraction,
-                "ratio_mean": parts.ratio_mean,
-                "grad_norm": float(grad_norm),
-            }
-        last["trained_tokens"] = float(batch.tokens * s.updates_per_step)
+            last = {**sums, "grad_norm": float(grad_norm)}
+        last["trained_tokens"] = float(sum(b.tokens for b, _ in pieces) * s.updates_per_step)
+        return last
+
+    def anchor(self, sequences: list[Sequence]) -> dict[str, float]:
+        """A step on `kl_coef` x the exact KL to the base alone, for a batch whose answers all
+        earned the full reward: the objective's reward term has no gradient there, so this is
+        the whole gradient of reward - beta x KL. It pulls the weights back toward the base
+        while the contexts keep the reward (the k3 estimate on the sampled tokens would push
+        them away: benchmarks/kl_anchor.py)."""
+        s = self.settings
+        pieces = self._micro_batches(sequences, torch.zeros(len(sequences)))
+        total = max(sum(b.completion_tokens for b, _ in pieces), 1)
+        last: dict[str, float] = {}
+        for _ in range(s.updates_per_step):
+            self.anchor_optimizer.zero_grad(set_to_none=True)
+            kl = 0.0
+            for batch, _ in pieces:
+                share = batch.completion_tokens / total
+                piece = self.exact_kl(batch)
+                (s.kl_coef * share * piece).backward()  # type: ignore[no-untyped-call]
+                kl += share * float(piece.detach())
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), 1.0)
+            self.anchor_optimizer.step()
+            last = {"loss": s.kl_coef * kl, "kl": kl, "grad_norm": float(grad_norm)}
+        last["trained_tokens"] = float(sum(b.tokens for b, _ in pieces) * s.updates_per_step)
         return last
 
     # -- persistence ---------------------------------------------------------------------
@@ -209,7 +273,8 @@ class Policy:
         staging = directory.with_name(directory.name + ".new")
         staging.mkdir(parents=True, exist_ok=True)
         self.save_adapter(staging / "adapter")
-        torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
+        for optimizer, name in self._optimizers():
+            torch.save(optimizer.state_dict(), staging / name)
         (staging / "state.json").write_text(json.dumps(state))
         if directory.exists():
             old = directory.with_name(directory.name + ".old")

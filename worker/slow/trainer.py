@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from sqlalchemy import select
@@ -197,7 +197,7 @@ async def train_agent(
         app_settings.base_model_path,
         s,
         init_adapter=resume or (Path(live_dir.path) if live_dir else None),
-        optimizer_state=checkpoints.latest / "optimizer.pt" if resume else None,
+        optimizer_dir=checkpoints.latest if resume else None,
         device=app_settings.torch_device,
     )
     rng = random.Random(s.seed if s.seed is not None else job.id.int)
@@ -354,18 +354,43 @@ async def _step(
         "completion_tokens": float(sum(g.completion_tokens for g in generations)),
         "generation_s": generated - started,
     }
-    if advantages.abs().sum() > 0:
-        sequences = [
-            Sequence(messages, g.text, g.finish_reason == "stop")
-            for (_, messages), g in zip(prompts, generations, strict=True)
-        ]
+    kind = step_kind(rewards, advantages, s)
+    if kind == "reward":
+        sequences = _sequences(prompts, generations)
         metrics.update(await asyncio.to_thread(policy.update, sequences, advantages))
-    else:  # every group flat: no signal, no update (the step still counts)
+    elif kind == "anchor":
+        metrics.update(await asyncio.to_thread(policy.anchor, _sequences(prompts, generations)))
+        metrics["anchored"] = 1.0
+    else:  # no signal: no update (the step still counts)
         metrics.update(loss=0.0, trained_tokens=0.0)
     elapsed = time.perf_counter() - started
     metrics["step_s"] = elapsed
     metrics["tokens_per_s"] = (metrics["completion_tokens"] + metrics["trained_tokens"]) / elapsed
     return metrics, current
+
+
+def step_kind(
+    rewards: list[float], advantages: torch.Tensor, settings: SlowLoopSettings
+) -> Literal["reward", "anchor", "none"]:
+    """What a step trains on: the objective where some group has a reward spread; the KL term
+    alone (Policy.anchor) where every answer earned the full reward, so nothing is left to
+    learn; nothing where all answers failed alike: with Adam an anchor step is as large as a
+    reward step, and anchoring those undid the rare signal RL alone gets at the start
+    (benchmarks/learning.py: RL alone then never learned the rule)."""
+    if advantages.abs().sum() > 0:
+        return "reward"
+    if settings.anchor_solved_steps and min(rewards) >= 1.0:
+        return "anchor"
+    return "none"
+
+
+def _sequences(
+    prompts: list[tuple[Question, list[ChatMessage]]], generations: list[Generation]
+) -> list[Sequence]:
+    return [
+        Sequence(messages, g.text, g.finish_reason == "stop")
+        for (_, messages), g in zip(prompts, generations, strict=True)
+    ]
 
 
 async def _quietly_unload(engine: Engine, ref: AdapterRef) -> None:
