@@ -15,7 +15,7 @@ loop's included), validation reward of each arm, KL to the base model per token,
 FST needs to reach RL's best reward, and a PNG plot. The published claims to test against
 (Fast-Slow Training): about 3x fewer rollouts than RL to reach RL's best, about 70% less KL.
 
-Run: .venv/bin/python benchmarks/learning.py [--preset cpu|gpu] [--seed N] [--no-anchor]
+Run: .venv/bin/python benchmarks/learning.py [--preset cpu|gpu] [--seed N] [--anchor]
 Writes benchmarks/results/learning-<preset>-<anchor|no-anchor>-seed<N>-<date>.json and .png.
 """
 
@@ -61,7 +61,7 @@ class Config:
     refresh_every: int = 4  # FST interleaving: a fast-loop round every T RL steps
     refresh_budget: int = 12
     # Steps where every answer earned the full reward take a step on the exact KL alone.
-    anchor_solved_steps: bool = True
+    anchor_solved_steps: bool = False
     seed: int = 0
 
 
@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="questions, users and sampling")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument(
-        "--no-anchor", action="store_true", help="solved steps change nothing (the old default)"
+        "--anchor", action="store_true", help="anchor solved steps on the exact KL to the base"
     )
     args = parser.parse_args()
     config = PRESETS[args.preset]
@@ -230,8 +230,8 @@ def main() -> None:
         config = Config(**{**asdict(config), "preference": args.preference})
     if args.steps:
         config = Config(**{**asdict(config), "steps": args.steps})
-    if args.no_anchor:
-        config = Config(**{**asdict(config), "anchor_solved_steps": False})
+    if args.anchor:
+        config = Config(**{**asdict(config), "anchor_solved_steps": True})
     if args.seed is not None:
         config = Config(**{**asdict(config), "seed": args.seed})
     started = time.monotonic()

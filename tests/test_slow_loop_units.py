@@ -175,7 +175,7 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(base_model_dir: Pat
 
 
 def test_a_step_trains_on_reward_spread_anchors_when_solved_and_skips_when_all_failed() -> None:
-    on, off = SlowLoopSettings(), SlowLoopSettings(anchor_solved_steps=False)
+    on, off = SlowLoopSettings(anchor_solved_steps=True), SlowLoopSettings()
     spread = [1.0, 0.0, 1.0, 1.0]
     assert step_kind(spread, group_advantages(torch.tensor(spread), 4), on) == "reward"
     solved, failed, half = [1.0] * 4, [0.0] * 4, [0.5] * 4

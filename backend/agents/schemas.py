@@ -59,10 +59,11 @@ class SlowLoopSettings(BaseModel):
     kl_coef: float = Field(0.04, ge=0, description="Weight of the KL penalty to the base model.")
     learning_rate: float = Field(2e-4, gt=0, le=1)
     anchor_solved_steps: bool = Field(
-        True,
+        False,
         description="A step in which every answer earned the full reward has nothing left to "
         "learn: take it on the exact KL to the base alone, pulling the weights back toward the "
-        "base while the contexts keep the reward (off: such a step changes nothing).",
+        "base while the contexts keep the reward (off: such a step changes nothing). Off by "
+        "default: no measured gain yet, and its first step is as large as a reward step.",
     )
     updates_per_step: int = Field(1, ge=1, le=16, description="Gradient passes over a batch.")
     micro_batch: int = Field(
