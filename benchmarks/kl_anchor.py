@@ -4,11 +4,11 @@ On the real base model, side by side in one run: a fresh LoRA is pushed away fro
 3 steps (one question; a short answer rewarded over a long one), then takes steps where every
 answer scores alike, so only the KL term acts. After each step the exact KL(policy || base)
 over the vocabulary is measured. The KL term is the k3 estimate on the sampled tokens (the
-trainer's reward steps, and TRL's) or the exact KL over the vocabulary (the trainer's flat
-steps, `Policy.anchor`), in the drift steps and in the flat steps separately.
+trainer's reward steps, and TRL's) or the exact KL over the vocabulary (`Policy.anchor`, the
+trainer's optional `anchor_solved_steps`), in the drift steps and in the flat steps separately.
 
-Why: this is how the trainer's flat-step anchor was chosen (docs/slow-loop.md): what taking a
-flat step does with each form of the penalty.
+Why: this is how the form of that anchor was chosen (docs/slow-loop.md): what taking a flat
+step does with each form of the penalty.
 
 Run: .venv/bin/python benchmarks/kl_anchor.py [--lr 5e-3 1e-3] [--kl-coef 1] [--flat-steps 10]
 """

@@ -355,11 +355,14 @@ async def _step(
         "generation_s": generated - started,
     }
     kind = step_kind(rewards, advantages, s)
+    sequences = [
+        Sequence(messages, g.text, g.finish_reason == "stop")
+        for (_, messages), g in zip(prompts, generations, strict=True)
+    ]
     if kind == "reward":
-        sequences = _sequences(prompts, generations)
         metrics.update(await asyncio.to_thread(policy.update, sequences, advantages))
     elif kind == "anchor":
-        metrics.update(await asyncio.to_thread(policy.anchor, _sequences(prompts, generations)))
+        metrics.update(await asyncio.to_thread(policy.anchor, sequences))
         metrics["anchored"] = 1.0
     else:  # no signal: no update (the step still counts)
         metrics.update(loss=0.0, trained_tokens=0.0)
@@ -382,15 +385,6 @@ def step_kind(
     if settings.anchor_solved_steps and min(rewards) >= 1.0:
         return "anchor"
     return "none"
-
-
-def _sequences(
-    prompts: list[tuple[Question, list[ChatMessage]]], generations: list[Generation]
-) -> list[Sequence]:
-    return [
-        Sequence(messages, g.text, g.finish_reason == "stop")
-        for (_, messages), g in zip(prompts, generations, strict=True)
-    ]
 
 
 async def _quietly_unload(engine: Engine, ref: AdapterRef) -> None:
