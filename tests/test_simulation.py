@@ -83,8 +83,11 @@ def test_demo_runs_and_the_fast_loop_improves_satisfaction(
             "demo",
             "--port",
             str(free_port()),
+            # The demo's own default. With 12 the validation split can be two questions; one of
+            # the seeded users' ratings is inconsistent (+1 for a long answer), and where it
+            # lands there the seed scores 0.5, which no candidate beat in a CI run.
             "--questions",
-            "12",
+            "16",
             "--train-steps",
             "1",
             "--plot",
