@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         8, gt=0, description="Adapters kept resident by the local engine (LRU)."
     )
     local_engine_max_batch: int = Field(
-        8, gt=0, description="Concurrent requests the local engine answers as one batch."
+        32, gt=0, description="Concurrent requests the local engine answers as one batch."
     )
     local_engine_threads: int = Field(
         0, ge=0, description="torch threads of the local engine; 0 keeps torch's default."

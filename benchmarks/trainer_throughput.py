@@ -8,6 +8,9 @@ temperature, KL coefficient and reward (our scorer), measured side by side in on
 - TRL 1.16 `GRPOTrainer` (`use_cpu`, `loss_type="cispo"`), HF generation.
 
 Prints median step time, completion tokens generated per second of step time, and the ratios.
+Ours takes no optimiser step where every group's rewards are equal (nothing to learn, see
+`worker.slow.trainer.step_kind`); TRL trains on every step. So that both sides are measured on
+the same work, ours counts only the steps it trained on; the skipped ones are reported apart.
 Run: .venv/bin/pip install 'fastslow[bench]' && .venv/bin/python benchmarks/trainer_throughput.py
 
 On a GPU both run there in bf16 (`FASTSLOW_TORCH_DEVICE=auto`; TRL without `use_cpu`).
@@ -41,7 +44,7 @@ from backend.agents.schemas import SlowLoopSettings  # noqa: E402
 from backend.agents.service import create_agent  # noqa: E402
 from backend.config import Settings  # noqa: E402
 from backend.db import Database  # noqa: E402
-from backend.engines.local import LocalEngine  # noqa: E402
+from backend.engines import build_engine  # noqa: E402
 from backend.jobs.service import JobReporter, claim_job, create_job  # noqa: E402
 from backend.lm import EngineLM  # noqa: E402
 from backend.rollouts.models import Rollout  # noqa: E402
@@ -103,9 +106,7 @@ def ours(args: argparse.Namespace, tmp: Path, model: Path) -> list[dict[str, flo
     settings = Settings(data_dir=tmp, base_model=str(model))
     migrate.upgrade(settings.database_url)
     database = Database(settings.database_url)
-    engine = LocalEngine(
-        settings.base_model_path, settings.base_model_name, device=settings.torch_device
-    )
+    engine = build_engine(settings)  # the local engine, as the embedded platform builds it
     with database.session() as session:
         tenant, _ = create_tenant(session, name="bench")
         agent = create_agent(
@@ -288,7 +289,14 @@ def main() -> None:
         for round_ in range(args.rounds):
             ours_steps += ours(args, Path(tmp) / f"ours-{round_}", model)[1:]
             trl_steps += trl(args, Path(tmp) / f"trl-{round_}", model)[1:]
-    fast = summary(ours_steps)
+    trained = [s for s in ours_steps if s.get("trained_tokens", 0.0) > 0]
+    skipped = [s for s in ours_steps if s.get("trained_tokens", 0.0) == 0]
+    if not trained:
+        raise SystemExit("no step of ours had a reward spread to train on: raise --steps")
+    fast = summary(trained)
+    fast["skipped_steps"] = len(skipped)
+    if skipped:
+        fast["median_skipped_step_s"] = statistics.median(s["step_s"] for s in skipped)
     baseline = summary(trl_steps)
     ratio_time = baseline["median_step_s"] / fast["median_step_s"]
     ratio_tokens = fast["completion_tokens_per_s"] / baseline["completion_tokens_per_s"]
@@ -309,6 +317,9 @@ def main() -> None:
         print(f"{name:34} {fast[key]:>10.2f} {baseline[key]:>10.2f}")
     print(
         f"step time TRL / fastslow: {ratio_time:.2f}x; tokens/s fastslow / TRL: {ratio_tokens:.2f}x"
+        f" (over the {fast['steps']} steps ours trained on; {len(skipped)} without a reward"
+        " spread skipped the update"
+        + (f", median {fast['median_skipped_step_s']:.2f} s)" if skipped else ")")
     )
     results = REPO / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)

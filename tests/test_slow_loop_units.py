@@ -170,8 +170,11 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(base_model_dir: Pat
         for key in ("loss", "kl", "grad_norm", "trained_tokens"):
             assert metrics[key] == pytest.approx(whole[key], rel=1e-3, abs=1e-6), key
         assert grads.keys() == whole_grads.keys()
+        # Relative to the whole gradient: padding to another width changes float32 sums, which
+        # moves a near-cancelling entry by a few 1e-6; a mis-weighted piece is off by percents.
         for name, grad in grads.items():
-            torch.testing.assert_close(grad, whole_grads[name], rtol=1e-3, atol=1e-6)
+            error = torch.linalg.vector_norm(grad - whole_grads[name])
+            assert error <= 1e-3 * torch.linalg.vector_norm(whole_grads[name]), name
 
 
 def test_a_step_trains_on_reward_spread_anchors_when_solved_and_skips_when_all_failed() -> None:

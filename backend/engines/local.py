@@ -126,7 +126,7 @@ class LocalEngine:
         served_name: str,
         *,
         max_adapters: int = 8,
-        max_batch: int = 8,
+        max_batch: int = 32,
         threads: int = 0,
         device: str = "auto",
     ) -> None:

@@ -201,8 +201,14 @@ class Policy:
         """One step of the objective on a batch (`updates_per_step` passes)."""
         s = self.settings
         pieces = self._micro_batches(sequences, advantages)
+        # With one pass the weights that score the answers are the ones that sampled them:
+        # the old log-probs are this pass's own, detached (as TRL does), not another forward.
+        on_policy = s.updates_per_step == 1
         with torch.no_grad():
-            fixed = [(self.logprobs(b), self.logprobs(b, adapter=False)) for b, _ in pieces]
+            fixed = [
+                (None if on_policy else self.logprobs(b), self.logprobs(b, adapter=False))
+                for b, _ in pieces
+            ]
         # Each piece's token-mean loss, weighted by its share of the batch's completion tokens,
         # sums to the whole batch's token mean: the same step whatever the piece size.
         total = max(sum(b.completion_tokens for b, _ in pieces), 1)
@@ -214,9 +220,10 @@ class Policy:
             )
             for (batch, adv), (old, ref) in zip(pieces, fixed, strict=True):
                 share = batch.completion_tokens / total
+                logp = self.logprobs(batch)
                 parts = policy_loss(
-                    self.logprobs(batch),
-                    old,
+                    logp,
+                    logp.detach() if old is None else old,
                     ref,
                     adv,
                     batch.completion_mask,
