@@ -177,6 +177,26 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(base_model_dir: Pat
             assert error <= 1e-3 * torch.linalg.vector_norm(whole_grads[name]), name
 
 
+def test_old_logprobs_are_the_pass_own_with_one_pass_and_fixed_before_more(
+    base_model_dir: Path,
+) -> None:
+    """With one pass the importance ratio is exactly 1 (no extra forward); with two, the second
+    pass sees weights the first moved, so its ratio to the fixed old log-probs is not 1."""
+    from worker.slow.policy import Policy, Sequence
+
+    messages: list[ChatMessage] = [{"role": "user", "content": "Where is my order?"}]
+    sequences = [Sequence(messages, a, stopped=True) for a in ("It ships today.", "Soon.")]
+    advantages = torch.tensor([1.0, -1.0])
+    ratios = {}
+    for passes in (1, 2):
+        torch.manual_seed(0)
+        settings = SlowLoopSettings(updates_per_step=passes, learning_rate=1e-2)
+        policy = Policy(base_model_dir, settings, device="cpu")
+        ratios[passes] = policy.update(sequences, advantages)["ratio_mean"]
+    assert ratios[1] == 1.0
+    assert abs(ratios[2] - 1.0) > 1e-4
+
+
 def test_a_step_trains_on_reward_spread_anchors_when_solved_and_skips_when_all_failed() -> None:
     on, off = SlowLoopSettings(anchor_solved_steps=True), SlowLoopSettings()
     spread = [1.0, 0.0, 1.0, 1.0]
