@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     reflection_lm_api_key: SecretStr | None = Field(
         None, description="API key for `reflection_lm_url`."
     )
+    max_lora_alpha: float = Field(
+        1024.0, gt=0, description="Largest `lora_alpha` accepted in an adapter's config."
+    )
     fast_loop_check_interval_s: float = Field(
         10.0, gt=0, description="How often beat looks for agents whose fast loop is due."
     )

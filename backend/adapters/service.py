@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.adapters.models import AdapterSource, AdapterStatus, AdapterVersion
-from backend.adapters.storage import AdapterStore, validate_adapter_dir
+from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
 from backend.agents.service import record_activation
 from backend.agents.versions import add_next_version, get_version, list_versions
 from backend.db import new_id
+from backend.engines.lora import AdapterValidator
 from backend.errors import Unavailable
 
 _CONFIG_KEYS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")
@@ -27,20 +28,21 @@ def register_adapter(
     agent: Agent,
     staging: Path,
     source: AdapterSource,
-    max_rank: int,
+    validator: AdapterValidator,
     note: str = "",
     metrics: dict[str, Any] | None = None,
     parent_id: uuid.UUID | None = None,
     job_id: uuid.UUID | None = None,
     created_by: uuid.UUID | None = None,
 ) -> AdapterVersion:
-    """Validate a staged adapter directory, store it and record it as the next version.
+    """Validate a staged adapter directory (its config is replaced by the rebuilt one), store
+    it and record it as the next version.
 
     The version is not live; activation is a separate step. On any failure the staged files
     are removed and nothing is recorded.
     """
     try:
-        config = validate_adapter_dir(staging, max_rank=max_rank)
+        config = validator.sanitize(staging)
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -14,53 +14,26 @@ Engines always get a local directory (`local_dir`).
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import fsspec
-from safetensors import safe_open
 
 from backend.config import Settings
-from backend.errors import Invalid
+from backend.engines.lora import CONFIG_FILE, WEIGHTS_FILE, AdapterValidator
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 FILES = (CONFIG_FILE, WEIGHTS_FILE)
 
 
-def validate_adapter_dir(directory: Path, *, max_rank: int) -> dict[str, Any]:
-    """Check that `directory` holds a peft LoRA adapter we can serve; return its config."""
-    try:
-        config = json.loads((directory / CONFIG_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise Invalid(f"{CONFIG_FILE} is not readable JSON: {exc}", param="config") from exc
-    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        raise Invalid(f"{CONFIG_FILE} must describe a LoRA adapter (peft_type LORA)")
-    rank = config.get("r")
-    if not isinstance(rank, int) or not 0 < rank <= max_rank:
-        raise Invalid(f"LoRA rank must be an integer in 1..{max_rank}, got {rank!r}")
-    if not config.get("target_modules"):
-        raise Invalid(f"{CONFIG_FILE} names no target_modules")
-    try:
-        with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as weights:
-            shapes = {name: weights.get_slice(name).get_shape() for name in weights.keys()}  # noqa: SIM118
-    except Exception as exc:
-        raise Invalid(f"{WEIGHTS_FILE} is not a safetensors file: {exc}", param="weights") from exc
-    if not any("lora_A" in n for n in shapes) or not any("lora_B" in n for n in shapes):
-        raise Invalid(f"{WEIGHTS_FILE} holds no lora_A/lora_B tensors")
-    # Engines do not all check this: vLLM serves a rank-mismatched adapter, silently wrong.
-    # (With a per-module `rank_pattern`, ranks legitimately differ; peft checks those.)
-    if not config.get("rank_pattern"):
-        for name, shape in shapes.items():
-            found = shape[0] if "lora_A" in name else shape[-1] if "lora_B" in name else rank
-            if found != rank:
-                raise Invalid(f"{name} has rank {found}, but adapter_config.json says r={rank}")
-    return config
+def adapter_validator(settings: Settings) -> AdapterValidator:
+    """The adapter rules of this platform: its base model and its limits."""
+    return AdapterValidator.for_base_model(
+        settings.base_model_path, max_rank=settings.max_lora_rank, max_alpha=settings.max_lora_alpha
+    )
 
 
 class AdapterStore(Protocol):

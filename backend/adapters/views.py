@@ -11,7 +11,7 @@ from backend.adapters import service
 from backend.adapters.activation import activate_adapter
 from backend.adapters.models import AdapterSource, AdapterVersion
 from backend.adapters.schemas import AdapterActivation, AdapterVersionRead
-from backend.adapters.storage import CONFIG_FILE, WEIGHTS_FILE, adapter_store
+from backend.adapters.storage import adapter_store, adapter_validator
 from backend.agents.service import get_agent
 from backend.api.deps import (
     ActorDep,
@@ -23,6 +23,7 @@ from backend.api.deps import (
 )
 from backend.audit.service import log_event
 from backend.db import MAX_INT
+from backend.engines.lora import CONFIG_FILE, WEIGHTS_FILE
 from backend.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/api/v1/agents/{slug}/adapters", tags=["adapters"])
@@ -70,7 +71,7 @@ def upload_adapter(
         agent=agent,
         staging=staging,
         source=AdapterSource.UPLOAD,
-        max_rank=settings.max_lora_rank,
+        validator=adapter_validator(settings),
         note=note,
         created_by=caller.key_id,
     )

@@ -33,6 +33,13 @@ __all__ = [
 
 def build_engine(settings: Settings) -> Engine:
     """The engine of this process. The local one loads the model: call it once per process."""
+    from backend.engines.lora import AdapterValidator
+
+    validator = AdapterValidator.for_base_model(
+        settings.base_model_path,
+        max_rank=settings.max_lora_rank,
+        max_alpha=settings.max_lora_alpha,
+    )
     if settings.engine == "vllm":
         from backend.engines.vllm import VllmEngine
 
@@ -42,6 +49,7 @@ def build_engine(settings: Settings) -> Engine:
             settings.base_model_name,
             api_key=key,
             timeout_s=settings.engine_timeout_s,
+            adapter_validator=validator,
         )
     from backend.engines.local import LocalEngine
 
@@ -52,4 +60,5 @@ def build_engine(settings: Settings) -> Engine:
         max_batch=settings.local_engine_max_batch,
         threads=settings.local_engine_threads,
         device=settings.torch_device,
+        adapter_validator=validator,
     )

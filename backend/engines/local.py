@@ -36,6 +36,8 @@ from backend.engines.base import (
     SamplingParams,
     StreamChunk,
 )
+from backend.engines.lora import AdapterValidator
+from backend.errors import Invalid
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ class LocalEngine:
         max_batch: int = 32,
         threads: int = 0,
         device: str = "auto",
+        adapter_validator: AdapterValidator | None = None,
     ) -> None:
         if not (model_path / "config.json").exists():
             raise EngineError(
@@ -147,6 +150,8 @@ class LocalEngine:
         self._peft: Any = None  # PeftModel once the first adapter is loaded
         self._resident: OrderedDict[str, str] = OrderedDict()
         self._max_adapters = max_adapters
+        self._validator = adapter_validator or AdapterValidator.for_base_model(model_path)
+        self._checked: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
@@ -169,7 +174,20 @@ class LocalEngine:
         with self._lock:
             return list(self._resident)
 
+    def _check(self, adapter: AdapterRef) -> None:
+        """Validate an adapter's files, once per name and path (a stored version never
+        changes): peft would obey them as configuration, so only checked LoRA data is loaded."""
+        key = (adapter.name, adapter.path)
+        if key in self._checked:
+            return
+        try:
+            self._validator.validate(Path(adapter.path))
+        except Invalid as exc:
+            raise AdapterLoadError(f"adapter {adapter.name} refused: {exc.message}") from exc
+        self._checked.add(key)
+
     def _load_adapter_sync(self, adapter: AdapterRef) -> None:
+        self._check(adapter)
         with self._lock:
             self._ensure_resident(adapter)
 
@@ -178,8 +196,7 @@ class LocalEngine:
         if adapter.name in self._resident:
             self._resident.move_to_end(adapter.name)
             return
-        if not (Path(adapter.path) / "adapter_config.json").exists():
-            raise AdapterLoadError(f"no adapter_config.json in {adapter.path}")
+        self._check(adapter)  # a no-op: both callers checked it before taking the lock
         while len(self._resident) >= self._max_adapters:
             oldest = next(iter(self._resident))
             self._drop(oldest)
@@ -346,6 +363,8 @@ class LocalEngine:
         if on_text is not None:
             kwargs["streamer"] = _CallbackStreamer(self._tokenizer, on_text)
 
+        if first.adapter is not None:
+            self._check(first.adapter)  # outside the lock: other tenants keep being served
         with self._lock, torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)

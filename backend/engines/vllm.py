@@ -8,10 +8,12 @@ is loaded on first use, which is also how a restarted server gets the live adapt
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +28,8 @@ from backend.engines.base import (
     GenerationRequest,
     StreamChunk,
 )
+from backend.engines.lora import AdapterValidator
+from backend.errors import Invalid
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +46,13 @@ class VllmEngine:
         *,
         api_key: str | None = None,
         timeout_s: float = 300.0,
+        adapter_validator: AdapterValidator | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._name = served_name
+        # vLLM reads the adapter's files itself: they are checked here before it is told the
+        # path. None only where the platform cannot see the base model (then vLLM's own checks).
+        self._validator = adapter_validator
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=headers,
@@ -59,6 +67,11 @@ class VllmEngine:
     # -- adapters -------------------------------------------------------------------------
 
     async def load_adapter(self, adapter: AdapterRef) -> None:
+        if self._validator is not None:
+            try:
+                await asyncio.to_thread(self._validator.validate, Path(adapter.path))
+            except Invalid as exc:
+                raise AdapterLoadError(f"adapter {adapter.name} refused: {exc.message}") from exc
         response = await self._post(
             "/v1/load_lora_adapter", {"lora_name": adapter.name, "lora_path": adapter.path}
         )

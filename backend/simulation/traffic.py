@@ -26,7 +26,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.adapters.storage import CONFIG_FILE, WEIGHTS_FILE
+from backend.engines.lora import CONFIG_FILE, WEIGHTS_FILE
 from backend.rollouts.models import Feedback, Rollout
 from backend.simulation.questions import SimQuestion, question_set
 from backend.simulation.users import PREFERENCES, UserModel

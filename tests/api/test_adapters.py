@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from backend.adapters.models import AdapterVersion
 from backend.config import Settings
 from backend.db import Database
 from backend.rollouts.models import Rollout
@@ -94,7 +96,11 @@ def test_adapter_serves_exactly_what_peft_computes(
 
 
 def test_failed_activation_keeps_the_old_version_serving(
-    app_client: TestClient, tenant: TenantKeys, lora_dir: Path, tmp_path: Path
+    app_client: TestClient,
+    tenant: TenantKeys,
+    lora_dir: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     create_agent(app_client, tenant)
     assert upload(app_client, tenant, lora_dir).status_code == 201
@@ -105,13 +111,22 @@ def test_failed_activation_keeps_the_old_version_serving(
     config = json.loads((broken / "adapter_config.json").read_text())
     config["target_modules"] = ["no_such_module"]
     (broken / "adapter_config.json").write_text(json.dumps(config))
-    assert upload(app_client, tenant, broken).status_code == 201
+    assert upload(app_client, tenant, broken).status_code == 422  # refused before it is stored
+    assert upload(app_client, tenant, lora_dir).status_code == 201
+    # The stored file goes bad after it was accepted (a bad disk, a bad sync).
+    with database.session() as session:
+        stored = session.scalars(
+            select(AdapterVersion).where(
+                AdapterVersion.tenant_id == tenant.tenant_id, AdapterVersion.version == 2
+            )
+        ).one()
+    (Path(stored.path) / "adapter_model.safetensors").write_bytes(b"\x00" * 4096)
 
     refused = activate(app_client, tenant, 2)
     assert refused.status_code == 422
     assert "cannot be served" in refused.json()["detail"]
     v2 = app_client.get("/api/v1/agents/support/adapters/2", headers=tenant.headers()).json()
-    assert v2["status"] == "failed" and "no_such_module" in v2["status_reason"]
+    assert v2["status"] == "failed" and "safetensors" in v2["status_reason"]
     assert not v2["live"]
     served = chat(app_client, tenant, QUESTION)
     assert served.status_code == 200

@@ -151,3 +151,37 @@ async def test_missing_adapter_fails_cleanly(engine: Engine, tmp_path: Path) -> 
         )
     assert (await engine.generate(greedy(QUESTION, max_tokens=2))).completion_tokens == 2
     await engine.health()
+
+
+async def test_an_adapter_that_is_not_plain_lora_data_is_refused(
+    engine: Engine,
+    adapters: dict[str, Path],
+    references: dict[tuple[str, str], str],
+    tmp_path: Path,
+) -> None:
+    """A tensor outside the LoRA matrices (here the base model's final norm, negated) would
+    change every tenant's answers once loaded: each engine refuses it, on load and on first
+    use, and the base model serves exactly as before."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    hostile = tmp_path / "hostile"
+    shutil.copytree(adapters["a"], hostile)
+    weights = load_file(str(hostile / "adapter_model.safetensors"))
+    weights["base_model.model.model.norm.weight"] = -torch.ones(576)
+    save_file(weights, str(hostile / "adapter_model.safetensors"))
+    regex = tmp_path / "regex"
+    shutil.copytree(adapters["a"], regex)
+    config = json.loads((regex / "adapter_config.json").read_text())
+    (regex / "adapter_config.json").write_text(json.dumps({**config, "target_modules": "(.*)*z"}))
+    for directory in (hostile, regex):
+        bad = AdapterRef(name=f"hostile-{uuid.uuid4().hex[:6]}", path=str(directory))
+        with pytest.raises(AdapterLoadError, match="refused"):
+            await engine.load_adapter(bad)
+        with pytest.raises(AdapterLoadError, match="refused"):
+            await engine.generate(greedy(QUESTION, bad))
+        assert bad.name not in await engine.list_adapters()
+    assert (await engine.generate(greedy(QUESTION))).text == references[("base", "question")]

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from backend.adapters.activation import activate_adapter, adapter_ref
 from backend.adapters.models import AdapterSource, AdapterVersion
 from backend.adapters.service import register_adapter
-from backend.adapters.storage import AdapterStore
+from backend.adapters.storage import AdapterStore, adapter_validator
 from backend.agents.models import Agent
 from backend.agents.schemas import FastLoopSettings, SlowLoopSettings
 from backend.agents.service import agent_by_id, fast_loop_settings, slow_loop_settings
@@ -190,6 +190,9 @@ async def train_agent(
         else None
     )
     resume = checkpoints.latest / "adapter" if state["step"] else None
+    if live_dir is not None and resume is None:
+        # The live adapter may be a tenant's upload: checked again before peft reads it.
+        await asyncio.to_thread(adapter_validator(app_settings).validate, Path(live_dir.path))
     if s.seed is not None:
         torch.manual_seed(s.seed)  # the LoRA's initial weights
     policy = await asyncio.to_thread(
@@ -500,6 +503,12 @@ async def _assess_and_gate(
     reporter.check_cancelled()
     staging = store.staging_dir()
     await asyncio.to_thread(policy.save_adapter, staging)
+    # The trainer's adapters meet the same rules as uploads, before any engine loads them.
+    try:
+        await asyncio.to_thread(adapter_validator(app_settings).sanitize, staging)
+    except Invalid:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     candidate = AdapterRef(f"candidate-{job.id.hex[:12]}", str(staging))
     live = (
         await asyncio.to_thread(adapter_ref, plan.live_adapter, store)
@@ -524,7 +533,7 @@ async def _assess_and_gate(
                 agent=agent,
                 staging=staging,
                 source=AdapterSource.TRAINING,
-                max_rank=app_settings.max_lora_rank,
+                validator=adapter_validator(app_settings),
                 note=f"slow loop ({plan.settings.algorithm}, {plan.settings.contexts} contexts)",
                 metrics={**metrics, "curves": curves, "gate": reason},
                 parent_id=plan.live_adapter.id if plan.live_adapter else None,
