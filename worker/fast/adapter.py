@@ -9,7 +9,11 @@ Proposers:
   writes passes the guards first (worker/fast/guards.py);
 - demonstrations: chosen from gold exchanges of the train split (corrections, highly rated
   answers), preferring those that satisfy the agent's checks (one that breaks them only when
-  too few pass), never a hostile one. No LM involved.
+  too few pass), never one the guards refuse. No LM involved.
+
+Every candidate context is vetted as a whole (`vet_context`: instructions and every
+demonstration turn) when it is proposed and when it is scored; the optimiser vets the
+population again before anything is stored or promoted.
 
 Contract (as GEPA's): a failed example scores 0 with its error in the trace; only system
 failures (the engine is down) raise.
@@ -41,7 +45,13 @@ from backend.runtime.agent import build_context
 from backend.scoring.checks import describe, score_checks
 from backend.scoring.scorer import Scorer
 from worker.fast.data import Demonstration, Example
-from worker.fast.guards import ProposalRejected, check_instructions, is_hostile
+from worker.fast.guards import (
+    HOSTILE,
+    ProposalRejected,
+    check_instructions,
+    vet_context,
+    vet_text,
+)
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]
@@ -72,6 +82,10 @@ class ProposalStats:
         return {"proposed": dict(self.proposed), "rejected": dict(self.rejected)}
 
 
+def _demonstration_reason(reason: str) -> str:
+    return "hostile demonstration" if reason == HOSTILE else f"{reason} in a demonstration"
+
+
 def _quote(text: str) -> str:
     text = text[:QUOTE_CHARS].replace("<<<", "< < <").replace(">>>", "> > >")
     return f"<<<{text}>>>"
@@ -91,6 +105,7 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         demonstrations_per_candidate: int,
         max_instruction_chars: int = 4000,
         seed: int = 0,
+        seed_candidate: Mapping[str, str] | None = None,
     ) -> None:
         self._run = run
         self.engine = engine
@@ -102,11 +117,20 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         self.max_instruction_chars = max_instruction_chars
         self.rng = random.Random(seed)
         self.stats = ProposalStats()
-        # A user's exchange becomes part of the prompt as a demonstration: one that tries to
-        # override the rules or phish (a hostile correction) is never a candidate.
-        safe = [d for d in pool if not (is_hostile(d.question) or is_hostile(d.answer))]
-        if len(safe) < len(pool):
-            self.stats.rejected["hostile demonstration"] += len(pool) - len(safe)
+        # The live context the run starts from: its texts are the admin's (or passed before).
+        self.seed_candidate = dict(seed_candidate or {})
+        # A user's exchange becomes part of the prompt as a demonstration, shown to every user:
+        # one the guards refuse (a hostile correction, one carrying someone's e-mail address,
+        # card number or a link) is never a candidate.
+        safe = []
+        for demonstration in pool:
+            try:
+                vet_text(demonstration.question)
+                vet_text(demonstration.answer)
+            except ProposalRejected as exc:
+                self.stats.rejected[_demonstration_reason(exc.reason)] += 1
+            else:
+                safe.append(demonstration)
         # Gold exchanges that satisfy the checks best come first. One that breaks a check
         # (a user rated a bad answer well, as some do) would teach the rule's opposite: left
         # out as long as enough others pass.
@@ -125,11 +149,46 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         else:
             self.pool = [d for _, _, d in scored]
 
+    def refusal(self, candidate: Mapping[str, str]) -> str | None:
+        """Why the guards refuse a candidate context as a whole, or None if they accept it."""
+        seed = self.seed_candidate
+        try:
+            vet_context(
+                candidate.get(INSTRUCTIONS, ""),
+                decode_demonstrations(candidate.get(DEMONSTRATIONS, "")),
+                seed_instructions=seed.get(INSTRUCTIONS, ""),
+                seed_demonstrations=decode_demonstrations(seed.get(DEMONSTRATIONS, "")),
+            )
+        except ProposalRejected as exc:
+            return exc.reason
+        return None
+
     # -- evaluation -----------------------------------------------------------------------
 
     def evaluate(
         self, batch: list[Example], candidate: dict[str, str], capture_traces: bool = False
     ) -> EvaluationBatch[dict[str, Any], str]:
+        refused = self.refusal(candidate)
+        if refused is not None:
+            # Never reached in a normal run (proposals are vetted), but a candidate from any
+            # other path (a merge) is not answered with: it scores 0 and cannot win.
+            self.stats.rejected[f"refused candidate: {refused}"] += 1
+            trace = [
+                {
+                    "question": e.question,
+                    "answer": "",
+                    "score": 0.0,
+                    "feedback": f"refused by the guards: {refused}",
+                    "comments": e.comments,
+                    "correction": e.correction,
+                }
+                for e in batch
+            ]
+            return EvaluationBatch(
+                outputs=["" for _ in batch],
+                scores=[0.0 for _ in batch],
+                trajectories=trace if capture_traces else None,
+            )
         instructions = candidate[INSTRUCTIONS]
         demonstrations = decode_demonstrations(candidate.get(DEMONSTRATIONS, ""))
         results = self._run(self._evaluate(batch, instructions, demonstrations))
@@ -224,6 +283,11 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         if not proposal:
             # GEPA logs this and moves on to the next iteration; nothing is evaluated.
             raise ProposalRejected("no acceptable proposal")
+        # The new context as a whole: every text of it, whichever proposer wrote it.
+        refused = self.refusal({**candidate, **proposal})
+        if refused is not None:
+            self.stats.rejected[f"refused candidate: {refused}"] += 1
+            raise ProposalRejected(refused)
         return proposal
 
     def _rules(self, instructions: str, records: list[Mapping[str, Any]]) -> str | None:

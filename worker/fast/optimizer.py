@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -78,9 +79,14 @@ class _Progress(StopperProtocol):
         self.last_error: Exception | None = None
         self.cancelled = False
 
-    # LoggerProtocol: GEPA's own log lines go to the job's log tail.
+    # LoggerProtocol: GEPA's own log lines go to the job's log tail, which the tenant reads;
+    # the tracebacks and exception texts it logs go to the server log only.
     def log(self, message: str) -> None:
-        self.reporter.log(message)
+        public = _public_log_line(message)
+        if public != message:
+            logger.warning("job %s: %s", self.reporter.job_id, message)
+        if public:
+            self.reporter.log(public)
 
     # StopperProtocol: stop on repeated system errors, or once a candidate is perfect on the
     # validation set (nothing can beat it; the rest of the budget would be spent for nothing).
@@ -126,6 +132,21 @@ class _Progress(StopperProtocol):
         self.consecutive_errors += 1
 
 
+# GEPA's lines that carry an exception's text: "Iteration 3: Exception during optimization: ...",
+# "Batched reflection failed (...); retrying per task."
+_EXCEPTION_LINE = re.compile(r"^(.*?(?:[Ee]xception[^:]*|failed)):? ?[(:].*", re.DOTALL)
+
+
+def _public_log_line(message: str) -> str:
+    """A GEPA log line as the tenant may see it: no traceback, no exception text."""
+    if message.lstrip().startswith("Traceback (most recent call last)"):
+        return ""
+    found = _EXCEPTION_LINE.match(message)
+    if found is not None:
+        return f"{found.group(1)} (details in the server log)"
+    return message
+
+
 @dataclass(frozen=True)
 class Member:
     """A candidate context of the population, with its validation score."""
@@ -136,14 +157,15 @@ class Member:
     index: int
 
 
-def _population(result: Any, size: int) -> list[Member]:
+def _population(result: Any, size: int, refused: Collection[int] = ()) -> list[Member]:
     """The Pareto front (candidates best on some validation question), best average first,
-    topped up with the best of the rest, at most `size`."""
+    topped up with the best of the rest, at most `size`; never a `refused` candidate."""
     front: set[int] = set()
     for winners in result.per_val_instance_best_candidates.values():
         front |= set(winners)
     ranked = sorted(
-        range(len(result.candidates)), key=lambda i: (-result.val_aggregate_scores[i], i)
+        (i for i in range(len(result.candidates)) if i not in refused),
+        key=lambda i: (-result.val_aggregate_scores[i], i),
     )
     chosen = [i for i in ranked if i in front][:size]
     chosen += [i for i in ranked if i not in chosen][: size - len(chosen)]
@@ -209,6 +231,10 @@ async def search_population(
     def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    seed_candidate = {
+        INSTRUCTIONS: seed_instructions,
+        DEMONSTRATIONS: encode_demonstrations(seed_demonstrations),
+    }
     gepa_adapter = FastLoopAdapter(
         run=run,
         engine=engine,
@@ -219,12 +245,9 @@ async def search_population(
         pool=pool,
         demonstrations_per_candidate=settings.demonstrations,
         seed=seed,
+        seed_candidate=seed_candidate,
     )
     progress = _Progress(reporter, settings.budget, gepa_adapter, report_progress)
-    seed_candidate = {
-        INSTRUCTIONS: seed_instructions,
-        DEMONSTRATIONS: encode_demonstrations(seed_demonstrations),
-    }
 
     def run_gepa() -> GEPAResult[str, int]:
         return optimize(
@@ -258,7 +281,15 @@ async def search_population(
             raise error
         raise RuntimeError(f"optimisation stopped after repeated errors: {error}") from error
 
-    members = _population(result, settings.population_size)
+    # The last gate before anything is stored or promoted: every text of every candidate.
+    refused = {
+        i
+        for i, candidate in enumerate(result.candidates)
+        if i and gepa_adapter.refusal(candidate) is not None
+    }
+    if refused:
+        reporter.log(f"{len(refused)} candidate(s) refused by the guards; not kept")
+    members = _population(result, settings.population_size, refused)
     seed_score = float(result.val_aggregate_scores[0])
     metrics = {
         **progress.metrics(),
