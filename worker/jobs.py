@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from typing import Any
 from sqlalchemy import update
 
 from backend.db import Database, utcnow
+from backend.engines import EngineUnavailable
+from backend.errors import DomainError
 from backend.jobs import service
 from backend.jobs.models import Job
 from backend.jobs.service import JobCancelled, JobReporter
@@ -32,6 +33,17 @@ class JobOutcome:
 
 
 Work = Callable[[Job, JobReporter], Coroutine[Any, Any, JobOutcome]]
+
+
+def public_error(exc: BaseException, job_id: uuid.UUID) -> str:
+    """What the tenant sees of a job's failure: its own validation messages ("no rated
+    rollouts yet") as they are, a generic reason for anything else. Exception text and
+    tracebacks (paths, hosts, internals) go to the server log only, under the job id."""
+    if isinstance(exc, DomainError):
+        return exc.message
+    if isinstance(exc, EngineUnavailable):
+        return "the engine is unreachable"
+    return f"internal error (id {job_id}); the details are in the server log"
 
 
 class _Heartbeat(threading.Thread):
@@ -94,10 +106,11 @@ def _run_job(
         observed.done("cancelled")
         return True
     except Exception as exc:
-        logger.exception("job %s failed", job_id)
-        reporter.log(traceback.format_exc())
+        logger.exception("job %s failed", job_id)  # the full text, for an operator
+        error = public_error(exc, job_id)
+        reporter.log(f"failed: {error}")
         with database.session() as session:
-            service.fail_job(session, job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+            service.fail_job(session, job_id=job_id, error=error)
         observed.done("failed")
         return True
     finally:

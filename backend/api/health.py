@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,15 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import DatabaseDep, EngineDep
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
+# What an anonymous caller learns of a failed check: which one, never why (the error text
+# names hosts, ports and users); the server log has the full text.
+_DOWN = {
+    "database": "down: the database is unreachable",
+    "broker": "down: the job queue is unreachable",
+    "engine": "down: the engine is unreachable",
+}
 
 
 @router.get("/healthz")
@@ -36,8 +45,9 @@ async def readyz(request: Request, database: DatabaseDep, engine: EngineDep) -> 
         try:
             await asyncio.wait_for(check(), timeout=5)
             checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = f"down: {exc}"[:300]
+        except Exception:
+            logger.warning("readiness check %s failed", name, exc_info=True)
+            checks[name] = _DOWN[name]
 
     await asyncio.gather(
         run("database", lambda: run_in_threadpool(check_database)),

@@ -3,6 +3,7 @@ payloads, and the Celery app both sides build from the same settings."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -11,6 +12,8 @@ from celery import Celery
 from backend.config import Settings
 from backend.errors import Unavailable
 from backend.jobs.models import JobKind
+
+logger = logging.getLogger(__name__)
 
 EVALUATE_TASK = "fastslow.jobs.evaluate"
 OPTIMIZE_TASK = "fastslow.jobs.optimize"
@@ -84,4 +87,6 @@ def dispatch_job(app: Celery, *, job_id: uuid.UUID, kind: str) -> None:
     try:
         app.send_task(TASK_OF_KIND[kind], kwargs=job_payload(job_id))
     except Exception as exc:  # kombu raises many types when the broker is down
-        raise Unavailable(f"the job queue is unavailable: {exc}") from exc
+        # The broker's error text (its address, its internals) is for the server log only.
+        logger.warning("job %s not queued: the broker refused it", job_id, exc_info=True)
+        raise Unavailable("the job queue is unavailable") from exc

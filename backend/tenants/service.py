@@ -153,16 +153,40 @@ def revoke_api_key(
     key_id: uuid.UUID,
     actor: Actor = PLATFORM_ACTOR,
 ) -> ApiKey:
+    """Revoke a key at once. The tenant's last active admin key cannot be revoked: nobody could
+    manage the tenant any more (create an admin key first, then revoke the old one)."""
+    # Lock the tenant row first: two admins revoking each other's key at the same time must
+    # not both see the other key as still active (PostgreSQL; SQLite serialises writers).
+    session.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
     row = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
     if row is None:
         raise NotFound(f"API key {key_id} not found")
     if row.revoked_at is None:
+        if row.role == Role.ADMIN and _other_active_admins(session, tenant_id, key_id) == 0:
+            session.rollback()
+            raise Conflict(
+                "this is the tenant's last active admin key; create another admin key before "
+                "revoking it"
+            )
         row.revoked_at = utcnow()
         add_event(
             session, tenant_id=tenant_id, actor=actor, action="key.revoke", target=f"key:{key_id}"
         )
         session.commit()
     return row
+
+
+def _other_active_admins(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> int:
+    return len(
+        session.scalars(
+            select(ApiKey.id).where(
+                ApiKey.tenant_id == tenant_id,
+                ApiKey.role == Role.ADMIN,
+                ApiKey.revoked_at.is_(None),
+                ApiKey.id != key_id,
+            )
+        ).all()
+    )
 
 
 def describe_caller(session: Session, caller: TenantCaller) -> tuple[Tenant, ApiKey]:

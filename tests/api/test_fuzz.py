@@ -126,7 +126,7 @@ def test_times_without_a_zone_are_refused(
     assert aware.status_code == 200, aware.text
 
 
-def test_nul_characters_are_refused_or_stored(app_client: TestClient, tenant: TenantKeys) -> None:
+def test_nul_characters_are_refused(app_client: TestClient, tenant: TenantKeys) -> None:
     """PostgreSQL cannot store NUL: found by the fuzzer as 500s on its stack."""
     create_agent(app_client, tenant)
     nul = chat(app_client, tenant, "Hi\x00there")
@@ -137,8 +137,7 @@ def test_nul_characters_are_refused_or_stored(app_client: TestClient, tenant: Te
         json={"instructions": "Be\x00brief.", "activate": False},
         headers=tenant.headers(),
     )
-    # SQLite keeps the text as sent; PostgreSQL refuses it, as a client error.
-    assert stored.status_code in (201, 422), stored.text
-    if stored.status_code == 422:
-        assert stored.json()["code"] == "invalid_value"
-        assert "cannot be stored" in stored.json()["detail"]
+    # Refused on every stack (PostgreSQL could not store it; no text needs it), naming the field.
+    assert stored.status_code == 422, stored.text
+    assert stored.json()["code"] == "invalid_value"
+    assert stored.json()["param"] == "instructions"

@@ -49,3 +49,28 @@ def test_last_used_time_is_kept(app_client: TestClient, tenant: TenantKeys) -> N
     keys = {k["id"]: k for k in app_client.get("/api/v1/keys", headers=tenant.headers()).json()}
     last_used = datetime.fromisoformat(keys[created["id"]]["last_used_at"])
     assert datetime.now(UTC) - last_used < timedelta(minutes=1)
+
+
+def test_the_last_active_admin_key_cannot_be_revoked(
+    app_client: TestClient, tenant: TenantKeys
+) -> None:
+    """Revoking the tenant's last admin key would leave nobody able to manage it: 409, and the
+    key keeps working. With a second admin key, the first can go; then the second is last."""
+    h = tenant.headers()
+    keys = app_client.get("/api/v1/keys", headers=h).json()
+    (admin,) = [k for k in keys if k["role"] == "admin"]
+    refused = app_client.delete(f"/api/v1/keys/{admin['id']}", headers=h)
+    assert refused.status_code == 409, refused.text
+    assert "last active admin key" in refused.json()["detail"]
+    assert app_client.get("/api/v1/me", headers=h).status_code == 200, "the key still works"
+
+    second = app_client.post(
+        "/api/v1/keys", json={"name": "new admin", "role": "admin"}, headers=h
+    ).json()
+    h2 = {"Authorization": f"Bearer {second['key']}"}
+    assert app_client.delete(f"/api/v1/keys/{admin['id']}", headers=h2).status_code == 200
+    last = app_client.delete(f"/api/v1/keys/{second['id']}", headers=h2)
+    assert last.status_code == 409, last.text
+    # Member keys are revoked as before.
+    member = next(k for k in keys if k["role"] == "member")
+    assert app_client.delete(f"/api/v1/keys/{member['id']}", headers=h2).status_code == 200

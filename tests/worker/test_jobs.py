@@ -3,6 +3,8 @@ real Celery worker and beat processes."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,10 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.db import Database, utcnow
+from backend.engines import EngineUnavailable
+from backend.errors import Invalid
 from backend.jobs.models import Job, JobKind, JobStatus
+from backend.jobs.service import JobReporter, create_job
 from tests.api.helpers import create_agent
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
+from worker.fast.optimizer import _public_log_line
+from worker.jobs import JobOutcome, run_job
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +146,67 @@ def test_beat_reaps_jobs_whose_worker_died(
     finally:
         beat.stop()
         reaper.stop()
+
+
+SECRET_DETAIL = "could not open /srv/fastslow/data/x.db as postgres://fastslow:pw@10.0.0.7"
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (RuntimeError(SECRET_DETAIL), "internal error (id {job_id})"),
+        (EngineUnavailable(f"engine at http://10.0.0.9:8000: {SECRET_DETAIL}"), "the engine is"),
+        (Invalid("no rated rollouts yet"), "no rated rollouts yet"),
+    ],
+)
+def test_a_failed_job_shows_tenants_no_exception_text(
+    error: Exception,
+    shown: str,
+    app_client: TestClient,
+    tenant: TenantKeys,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Run without Celery (`run_job`, as a worker does): an unexpected exception leaves a
+    generic reason with the job id in the tenant's `error` and `log_tail`, and its text and
+    traceback in the server log only; the tenant's own validation messages stay visible."""
+    create_agent(app_client, tenant)
+    agent = app_client.get("/api/v1/agents/support", headers=tenant.headers()).json()
+    with database.session() as session:
+        job = create_job(
+            session,
+            tenant_id=tenant.tenant_id,
+            agent_id=uuid.UUID(agent["id"]),
+            kind=JobKind.EVALUATE,
+            params={},
+            created_by=None,
+        )
+
+    async def work(job: Job, reporter: JobReporter) -> JobOutcome:
+        reporter.log("started")
+        raise error
+
+    with caplog.at_level(logging.ERROR, logger="worker.jobs"):
+        assert run_job(database, job.id, work, asyncio.run, heartbeat_s=60)
+    seen = _job(app_client, tenant, str(job.id))
+    assert seen["status"] == "failed"
+    assert shown.format(job_id=job.id) in seen["error"], seen["error"]
+    assert shown.format(job_id=job.id) in seen["log_tail"], seen["log_tail"]
+    for leak in (SECRET_DETAIL, "10.0.0.9", "Traceback", type(error).__name__):
+        assert leak not in seen["error"] + seen["log_tail"], seen
+    if not isinstance(error, Invalid):
+        # The operator finds the full text under the job id.
+        logged = [r for r in caplog.records if str(job.id) in r.getMessage()]
+        assert logged and logged[0].exc_info is not None
+        assert SECRET_DETAIL in str(logged[0].exc_info[1])
+
+
+def test_gepa_log_lines_lose_their_exception_text() -> None:
+    assert _public_log_line("Traceback (most recent call last):\n  File ...") == ""
+    assert (
+        _public_log_line(f"Iteration 3: Exception during optimization: {SECRET_DETAIL}")
+        == "Iteration 3: Exception during optimization (details in the server log)"
+    )
+    assert SECRET_DETAIL not in _public_log_line(f"Batched reflection failed ({SECRET_DETAIL})")
+    plain = "Iteration 2: New subsample score 0.5 is better than old score 0.2."
+    assert _public_log_line(plain) == plain
