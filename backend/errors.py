@@ -63,6 +63,13 @@ class QuotaExceeded(RateLimited):
     code = "insufficient_quota"
 
 
+class ContextTooLong(Invalid):
+    """A chat request's prompt (the agent's context and the messages) does not fit the
+    context limit; refused before anything is sent to the engine."""
+
+    code = "context_length_exceeded"
+
+
 class Unauthorized(DomainError):
     status_code = 401
     code = "invalid_api_key"

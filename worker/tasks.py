@@ -17,6 +17,7 @@ from backend.jobs.queue import (
     dispatch_job,
 )
 from backend.jobs.service import JobReporter, reap_stale_jobs
+from backend.limits.service import default_limits
 from backend.lm import reflection_lm
 from worker.app import celery_app
 from worker.evaluation import evaluate_agent
@@ -67,13 +68,13 @@ def train(job_id: str) -> None:
 @celery_app.task(name=FAST_LOOP_TRIGGER_TASK)  # type: ignore[untyped-decorator]
 def fast_loop_dispatch_due() -> int:
     res = resources()
-    return len(dispatch_due(res.database, celery_app))
+    return len(dispatch_due(res.database, celery_app, limits=default_limits(res.settings)))
 
 
 @celery_app.task(name=SCHEDULES_TASK)  # type: ignore[untyped-decorator]
 def schedules_fire_due() -> int:
     res = resources()
-    return len(fire_due(res.database, celery_app))
+    return len(fire_due(res.database, celery_app, limits=default_limits(res.settings)))
 
 
 @celery_app.task(name=REAP_TASK)  # type: ignore[untyped-decorator]

@@ -30,6 +30,9 @@ class Agent(Base):
     base_model: Mapped[str] = mapped_column(String(200))
     reward: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_tokens_cap: Mapped[int]
+    # The agent's own cap on a request's prompt tokens (its context plus the messages);
+    # None: only the engine's window (`max_context_tokens`) limits it.
+    max_prompt_tokens: Mapped[int | None] = mapped_column(default=None)
     # Fast-loop settings (`FastLoopSettings`); JSON so new knobs need no migration.
     fast_loop: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The fast loop's latest Pareto population of prompt versions, best first:

@@ -17,6 +17,12 @@ from backend.scoring.spec import RewardSpec
 # The slug is the `model` of OpenAI requests: keep it URL- and log-safe.
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MAX_TOKENS_LIMIT = 32_768
+MAX_PROMPT_TOKENS_LIMIT = 1_000_000
+PROMPT_CAP_DESCRIPTION = (
+    "Most prompt tokens (the agent's instructions and demonstrations plus the request's "
+    "messages) of one chat request; a longer prompt is a 400 `context_length_exceeded`. "
+    "null: only the deployment's context window applies."
+)
 
 
 class FastLoopSettings(BaseModel):
@@ -116,6 +122,9 @@ class AgentCreate(BaseModel):
     base_model: str | None = Field(None, description="Defaults to the deployment's base model.")
     reward: RewardSpec | None = None
     max_tokens_cap: int | None = Field(None, gt=0, le=MAX_TOKENS_LIMIT)
+    max_prompt_tokens: int | None = Field(
+        None, gt=0, le=MAX_PROMPT_TOKENS_LIMIT, description=PROMPT_CAP_DESCRIPTION
+    )
     description: str = Field("", max_length=500)
     fast_loop: FastLoopSettings | None = None
     slow_loop: SlowLoopSettings | None = None
@@ -128,6 +137,12 @@ class AgentUpdate(BaseModel):
     description: str | None = Field(None, max_length=500)
     reward: RewardSpec | None = None
     max_tokens_cap: int | None = Field(None, gt=0, le=MAX_TOKENS_LIMIT)
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PROMPT_TOKENS_LIMIT,
+        description="The agent's prompt-token cap (see AgentCreate); 0 removes it.",
+    )
     fast_loop: FastLoopSettings | None = Field(
         None, description="Only the fields sent change; the others keep their values."
     )
@@ -146,6 +161,7 @@ class AgentRead(BaseModel):
     base_model: str
     reward: dict[str, Any]
     max_tokens_cap: int
+    max_prompt_tokens: int | None = Field(description=PROMPT_CAP_DESCRIPTION)
     fast_loop: FastLoopSettings
     slow_loop: SlowLoopSettings
     population: list[dict[str, Any]]

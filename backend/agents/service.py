@@ -29,6 +29,7 @@ def create_agent(
     served_base_model: str,
     reward: RewardSpec | None,
     max_tokens_cap: int,
+    max_prompt_tokens: int | None = None,
     description: str = "",
     fast_loop: FastLoopSettings | None = None,
     slow_loop: SlowLoopSettings | None = None,
@@ -51,6 +52,7 @@ def create_agent(
         base_model=model,
         reward=reward.model_dump(mode="json") if reward else {},
         max_tokens_cap=max_tokens_cap,
+        max_prompt_tokens=max_prompt_tokens,
         fast_loop=fast_loop.model_dump() if fast_loop else {},
         slow_loop=slow_loop.model_dump() if slow_loop else {},
     )
@@ -140,9 +142,11 @@ def update_agent(
     description: str | None = None,
     reward: RewardSpec | None = None,
     max_tokens_cap: int | None = None,
+    max_prompt_tokens: int | None = None,
     fast_loop: FastLoopSettings | None = None,
     slow_loop: SlowLoopSettings | None = None,
 ) -> Agent:
+    """Change what is given (None: unchanged); `max_prompt_tokens=0` removes the cap."""
     if fast_loop is not None:
         agent.fast_loop = _merged(fast_loop_settings(agent), fast_loop).model_dump()
     if slow_loop is not None:
@@ -153,6 +157,8 @@ def update_agent(
         agent.reward = reward.model_dump(mode="json")
     if max_tokens_cap is not None:
         agent.max_tokens_cap = max_tokens_cap
+    if max_prompt_tokens is not None:
+        agent.max_prompt_tokens = max_prompt_tokens or None
     session.commit()
     session.refresh(agent)
     return agent

@@ -37,6 +37,7 @@ def create_agent(
         served_base_model=settings.base_model_name,
         reward=body.reward,
         max_tokens_cap=body.max_tokens_cap or settings.default_max_tokens,
+        max_prompt_tokens=body.max_prompt_tokens,
         description=body.description,
         fast_loop=body.fast_loop,
         slow_loop=body.slow_loop,
@@ -73,6 +74,7 @@ def update_agent(
         description=body.description,
         reward=body.reward,
         max_tokens_cap=body.max_tokens_cap,
+        max_prompt_tokens=body.max_prompt_tokens,
         fast_loop=body.fast_loop,
         slow_loop=body.slow_loop,
     )

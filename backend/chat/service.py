@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from backend.adapters.activation import adapter_ref
 from backend.adapters.storage import AdapterStore
 from backend.agents.service import get_agent
+from backend.chat.context import count_prompt_tokens, fit_max_tokens
 from backend.chat.schemas import ChatCompletionRequest
 from backend.config import Settings
 from backend.db import Database, is_unavailable
@@ -19,7 +20,7 @@ from backend.engines import ChatMessage, SamplingParams
 from backend.errors import Invalid
 from backend.rollouts.models import Rollout
 from backend.rollouts.service import record_rollout
-from backend.runtime.agent import Outcome, Recorder, ServingContext
+from backend.runtime.agent import Outcome, Recorder, ServingContext, build_context
 from backend.tenants.service import TenantCaller
 
 logger = logging.getLogger(__name__)
@@ -54,17 +55,37 @@ def resolve_serving(
     caller: TenantCaller,
     request: ChatCompletionRequest,
     store: AdapterStore,
+    messages: list[ChatMessage],
+    settings: Settings,
 ) -> ServingContext:
-    """Read the agent's live versions now (no cache, so an activation is seen at once)."""
+    """Read the agent's live versions now (no cache, so an activation is seen at once), and
+    check that the prompt they make with `messages` fits the context caps (ContextTooLong
+    otherwise: nothing is sent to the engine)."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=request.model)
-    max_tokens = request.requested_max_tokens or agent.max_tokens_cap
-    if max_tokens > agent.max_tokens_cap:
+    requested = request.requested_max_tokens
+    if requested is not None and requested > agent.max_tokens_cap:
         raise Invalid(
-            f"max_tokens {max_tokens} exceeds agent {agent.slug!r}'s cap of {agent.max_tokens_cap}",
+            f"max_tokens {requested} exceeds agent {agent.slug!r}'s cap of {agent.max_tokens_cap}",
             param="max_tokens",
         )
     prompt = agent.live_prompt
     adapter = agent.live_adapter
+    instructions = prompt.instructions if prompt else ""
+    demonstrations: list[ChatMessage] = [
+        {"role": turn["role"], "content": turn["content"]}
+        for turn in (prompt.demonstrations if prompt else [])
+    ]
+    prompt_tokens = count_prompt_tokens(
+        settings.base_model_path, build_context(instructions, demonstrations, messages)
+    )
+    max_tokens = fit_max_tokens(
+        agent_slug=agent.slug,
+        prompt_tokens=prompt_tokens,
+        requested_max_tokens=requested,
+        max_tokens_cap=agent.max_tokens_cap,
+        max_prompt_tokens=agent.max_prompt_tokens,
+        max_context_tokens=settings.max_context_tokens,
+    )
     return ServingContext(
         tenant_id=agent.tenant_id,
         agent_id=agent.id,
@@ -72,11 +93,8 @@ def resolve_serving(
         api_key_id=caller.key_id,
         prompt_version_id=prompt.id if prompt else None,
         prompt_version=prompt.version if prompt else None,
-        instructions=prompt.instructions if prompt else "",
-        demonstrations=[
-            {"role": turn["role"], "content": turn["content"]}
-            for turn in (prompt.demonstrations if prompt else [])
-        ],
+        instructions=instructions,
+        demonstrations=demonstrations,
         adapter_version_id=adapter.id if adapter else None,
         adapter_version=adapter.version if adapter else None,
         adapter=adapter_ref(adapter, store) if adapter else None,
@@ -88,6 +106,7 @@ def resolve_serving(
             stop=request.stop_sequences,
         ),
         stream=request.stream,
+        prompt_tokens=prompt_tokens,
     )
 
 

@@ -72,7 +72,12 @@ async def create_chat_completion(
     def resolve() -> ServingContext:
         with database.session() as session:
             return resolve_serving(
-                session, caller=caller, request=body, store=adapter_store(settings)
+                session,
+                caller=caller,
+                request=body,
+                store=adapter_store(settings),
+                messages=messages,
+                settings=settings,
             )
 
     serving = await run_in_threadpool(resolve)
@@ -184,7 +189,12 @@ async def _sse(
     except EngineError as exc:
         # Headers are gone already: report in-band, and keep what was produced.
         logger.warning("engine failed mid-stream for %s: %s", serving.completion_id, exc)
-        outcome = Outcome("".join(pieces), "error", completion_tokens=len(pieces))
+        outcome = Outcome(
+            "".join(pieces),
+            "error",
+            prompt_tokens=serving.prompt_tokens,
+            completion_tokens=len(pieces),
+        )
         error = {"error": {"message": f"the model engine failed: {exc}", "type": "engine_error"}}
         yield f"data: {json.dumps(error)}\n\n"
         yield "data: [DONE]\n\n"
@@ -210,6 +220,9 @@ async def _sse(
                 await events.aclose()
                 # Each piece took at least one token: a lower bound, charged to the quota.
                 cut = outcome or Outcome(
-                    "".join(pieces), "cancelled", completion_tokens=len(pieces)
+                    "".join(pieces),
+                    "cancelled",
+                    prompt_tokens=serving.prompt_tokens,
+                    completion_tokens=len(pieces),
                 )
                 await run_in_threadpool(runtime.recorder, serving, messages, cut)

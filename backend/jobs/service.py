@@ -17,15 +17,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
-from backend.errors import Conflict, NotFound
+from backend.errors import Conflict, NotFound, QuotaExceeded
 from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.queue import dispatch_job
+from backend.limits.service import Limits, charge_job, refund_job
 
 LOG_TAIL_CHARS = 8_000
 # Kinds that checkpoint and can resume after their worker died, and how often they may try.
 RESUMABLE_KINDS = frozenset({JobKind.TRAIN})
-# Kinds that run one at a time per agent.
-EXCLUSIVE_KINDS = frozenset({JobKind.OPTIMIZE, JobKind.TRAIN})
+# Kinds that run one at a time per agent: every job kind, so one tenant cannot fill the
+# workers with parallel runs of one agent.
+EXCLUSIVE_KINDS = frozenset({JobKind.EVALUATE, JobKind.OPTIMIZE, JobKind.TRAIN})
 MAX_ATTEMPTS = 3
 
 
@@ -38,11 +40,20 @@ def create_job(
     params: dict[str, Any],
     created_by: uuid.UUID | None,
     exclusive: bool = False,
+    limits: Limits | None = None,
 ) -> Job:
     """Create a queued job. `exclusive`: at most one queued or running job of this kind per
     agent; a second one is a Conflict naming the first. The lock is the job row itself, so it
-    survives worker crashes and is released when the job ends (or is reaped)."""
+    survives worker crashes and is released when the job ends (or is reaped). `limits`: the
+    job is charged to the tenant's daily job budget in the same transaction (QuotaExceeded
+    once it is used up; a job refused as a duplicate is not charged)."""
     lock_key = f"{kind}:{agent_id}" if exclusive else None
+    if limits is not None:
+        try:
+            charge_job(session, tenant_id=tenant_id, defaults=limits)
+        except QuotaExceeded:
+            session.rollback()
+            raise
     job = Job(
         tenant_id=tenant_id,
         agent_id=agent_id,
@@ -80,11 +91,14 @@ def start_job(
     agent_id: uuid.UUID | None,
     kind: str,
     params: dict[str, Any],
+    limits: Limits,
     created_by: uuid.UUID | None = None,
     exclusive: bool = False,
 ) -> Job:
-    """Create a job and send it to the workers; if the broker refuses, the job is failed (and
-    its lock released) before the error propagates."""
+    """Create a job, charged to the tenant's daily job budget (`limits`: the deployment's
+    defaults; QuotaExceeded over it), and send it to the workers; if the broker refuses, the
+    job is failed (its lock released, its charge given back) before the error propagates.
+    Kinds in EXCLUSIVE_KINDS are always exclusive."""
     job = create_job(
         session,
         tenant_id=tenant_id,
@@ -92,12 +106,15 @@ def start_job(
         kind=kind,
         params=params,
         created_by=created_by,
-        exclusive=exclusive,
+        exclusive=exclusive or kind in EXCLUSIVE_KINDS,
+        limits=limits,
     )
     try:
         dispatch_job(celery, job_id=job.id, kind=job.kind)
     except Exception as exc:
         fail_job(session, job_id=job.id, error=str(exc))
+        refund_job(session, tenant_id=tenant_id, charged_at=job.created_at.timestamp())
+        session.commit()
         raise
     session.refresh(job)
     return job
@@ -237,8 +254,10 @@ def retry_job(
     tenant_id: uuid.UUID,
     job_id: uuid.UUID,
     created_by: uuid.UUID | None,
+    limits: Limits,
 ) -> Job:
-    """Start a failed or cancelled job again, as a new job with the same parameters."""
+    """Start a failed or cancelled job again, as a new job with the same parameters (charged
+    to the job budget like any other)."""
     old = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if old.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise Conflict(f"only failed or cancelled jobs can be retried; this one is {old.status}")
@@ -250,7 +269,7 @@ def retry_job(
         kind=old.kind,
         params={**old.params, "retry_of": str(old.id)},
         created_by=created_by,
-        exclusive=old.kind in EXCLUSIVE_KINDS,
+        limits=limits,
     )
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from backend.agents.service import get_agent
-from backend.api.deps import ActorDep, AdminDep, SessionDep
+from backend.api.deps import ActorDep, AdminDep, SessionDep, default_limits
 from backend.audit.service import Actor, log_event
 from backend.errors import Invalid
 from backend.jobs import service
@@ -59,6 +59,7 @@ def retry_job(
         tenant_id=caller.tenant_id,
         job_id=job_id,
         created_by=caller.key_id,
+        limits=default_limits(request.app.state.settings),
     )
     log_event(
         session,
@@ -97,6 +98,7 @@ def _start(
         params=params,
         created_by=caller.key_id,
         exclusive=exclusive,
+        limits=default_limits(request.app.state.settings),
     )
     log_event(
         session,
@@ -118,7 +120,9 @@ def evaluate_agent(
     session: SessionDep,
     request: Request,
 ) -> Job:
-    """Start an evaluation job of the agent's live versions; poll `/api/v1/jobs/{id}`."""
+    """Start an evaluation job of the agent's live versions; poll `/api/v1/jobs/{id}`. One
+    evaluation per agent at a time (409 otherwise); every job counts against the tenant's
+    daily job budget (429 with `Retry-After` over it)."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     if body.prompts is not None and not [p for p in body.prompts if p.strip()]:
         raise Invalid("prompts must hold at least one non-empty question", param="prompts")
@@ -130,6 +134,7 @@ def evaluate_agent(
         agent_id=agent.id,
         kind=JobKind.EVALUATE,
         params=body.model_dump(),
+        exclusive=True,
     )
 
 

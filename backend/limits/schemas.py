@@ -7,9 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.db import MAX_INT
 
-# Inside the columns: requests_per_minute is an Integer, tokens_per_day a BigInteger.
+# Inside the columns: requests_per_minute and jobs_per_day are Integers, tokens_per_day a
+# BigInteger.
 MAX_REQUESTS_PER_MINUTE = MAX_INT
 MAX_TOKENS_PER_DAY = 10**15
+MAX_JOBS_PER_DAY = MAX_INT
 
 
 class LimitsWrite(BaseModel):
@@ -17,7 +19,15 @@ class LimitsWrite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     requests_per_minute: int | None = Field(None, ge=0, le=MAX_REQUESTS_PER_MINUTE)
-    tokens_per_day: int | None = Field(None, ge=0, le=MAX_TOKENS_PER_DAY)
+    tokens_per_day: int | None = Field(
+        None, ge=0, le=MAX_TOKENS_PER_DAY, description="Prompt and completion tokens together."
+    )
+    jobs_per_day: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_JOBS_PER_DAY,
+        description="Evaluation, optimisation and training jobs started per day (UTC).",
+    )
 
 
 class UsageRead(BaseModel):
@@ -40,3 +50,4 @@ class LimitsRead(BaseModel):
     tenant_id: uuid.UUID
     requests_per_minute: UsageRead
     tokens_per_day: UsageRead
+    jobs_per_day: UsageRead

@@ -1,4 +1,5 @@
-"""Per-tenant rate limits (requests per minute) and token quotas (generated tokens per day).
+"""Per-tenant rate limits (requests per minute), token quotas (prompt and generated tokens per
+day) and job budgets (evaluation, optimisation and training jobs started per day).
 
 The counters live in the database: it is the one store that every API replica shares on every
 deployment (the embedded one has no Redis), so a limit holds however many replicas serve. Each
@@ -7,10 +8,12 @@ tenant has one row per kind and fixed window, and a request adds to it with a si
 no read-modify-write race. A fixed window admits at most twice the limit across a window edge,
 which is the usual price for one row per window.
 
-Requests are counted before the route runs; generated tokens are charged after generation from
-what the engine really produced, in the transaction that stores the rollout. A request is let
-through while the window's tokens are under the quota, so concurrent requests can overshoot it
-by at most their `max_tokens` each.
+Requests are counted before the route runs; tokens (the prompt the engine read and what it
+produced) are charged after generation from the engine's own counts, in the transaction that
+stores the rollout. A request is let through while the window's tokens are under the quota, so
+concurrent requests can overshoot it by at most their prompt and `max_tokens` each. A job is
+charged in the transaction that creates it, with an upsert that adds only while the budget has
+room, so concurrent starts never overshoot the budget.
 """
 
 from __future__ import annotations
@@ -22,19 +25,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.audit.service import Actor, add_event
+from backend.config import Settings
 from backend.errors import QuotaExceeded, RateLimited
 from backend.limits.models import TenantLimits, UsageCounter
 from backend.tenants.service import get_tenant
 
 REQUESTS = "requests"
 TOKENS = "tokens"
+JOBS = "jobs"
 REQUEST_WINDOW_S = 60
 TOKEN_WINDOW_S = 86_400
+JOB_WINDOW_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,16 @@ class Limits:
 
     requests_per_minute: int
     tokens_per_day: int
+    jobs_per_day: int = 0
+
+
+def default_limits(settings: Settings) -> Limits:
+    """The deployment's defaults, for tenants without their own values."""
+    return Limits(
+        requests_per_minute=settings.tenant_requests_per_minute,
+        tokens_per_day=settings.tenant_tokens_per_day,
+        jobs_per_day=settings.tenant_jobs_per_day,
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,7 @@ class TenantUsage:
     tenant_id: uuid.UUID
     requests_per_minute: Usage
     tokens_per_day: Usage
+    jobs_per_day: Usage
 
 
 def _window_start(now: float, length_s: int) -> int:
@@ -79,9 +96,11 @@ def effective_limits(session: Session, *, tenant_id: uuid.UUID, defaults: Limits
     row = _overrides(session, tenant_id)
     rpm = row.requests_per_minute if row is not None else None
     tpd = row.tokens_per_day if row is not None else None
+    jpd = row.jobs_per_day if row is not None else None
     return Limits(
         requests_per_minute=defaults.requests_per_minute if rpm is None else rpm,
         tokens_per_day=defaults.tokens_per_day if tpd is None else tpd,
+        jobs_per_day=defaults.jobs_per_day if jpd is None else jpd,
     )
 
 
@@ -143,7 +162,7 @@ def count_request(
 def check_token_quota(
     session: Session, *, tenant_id: uuid.UUID, defaults: Limits, now: float | None = None
 ) -> None:
-    """QuotaExceeded if the tenant has used up its generated tokens for the current window."""
+    """QuotaExceeded if the tenant has used up its tokens for the current window."""
     limit = effective_limits(session, tenant_id=tenant_id, defaults=defaults).tokens_per_day
     if not limit:
         return
@@ -151,7 +170,8 @@ def check_token_quota(
     start = _window_start(now, TOKEN_WINDOW_S)
     if _used(session, tenant_id=tenant_id, kind=TOKENS, start=start) >= limit:
         raise QuotaExceeded(
-            f"token quota used up: this tenant may generate {limit} tokens per day (UTC)",
+            f"token quota used up: this tenant may use {limit} tokens per day (UTC), "
+            "prompt and completion tokens together",
             retry_after_s=_retry_after(now, start, TOKEN_WINDOW_S),
         )
 
@@ -159,13 +179,70 @@ def check_token_quota(
 def charge_tokens(
     session: Session, *, tenant_id: uuid.UUID, tokens: int, now: float | None = None
 ) -> None:
-    """Add generated tokens to the tenant's current window. The caller commits, so the charge
-    lands with the rollout that produced them (exactly once)."""
+    """Add tokens (prompt and generated) to the tenant's current window. The caller commits,
+    so the charge lands with the rollout that used them (exactly once)."""
     if tokens <= 0:
         return
     now = time.time() if now is None else now
     start = _window_start(now, TOKEN_WINDOW_S)
     _add(session, tenant_id=tenant_id, kind=TOKENS, start=start, amount=tokens)
+
+
+def charge_job(
+    session: Session, *, tenant_id: uuid.UUID, defaults: Limits, now: float | None = None
+) -> None:
+    """Count one job against the tenant's daily job budget, in the caller's transaction (the
+    one that creates the job, so a job that is not created is not charged). QuotaExceeded,
+    with nothing counted, once the budget is used up."""
+    limit = effective_limits(session, tenant_id=tenant_id, defaults=defaults).jobs_per_day
+    if not limit:
+        return
+    now = time.time() if now is None else now
+    start = _window_start(now, JOB_WINDOW_S)
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Adds only while there is room: concurrent starts (on any replica) cannot overshoot.
+    statement = (
+        insert(UsageCounter)
+        .values(tenant_id=tenant_id, kind=JOBS, window_start=start, used=1)
+        .on_conflict_do_update(
+            index_elements=["tenant_id", "kind", "window_start"],
+            set_={"used": UsageCounter.used + 1},
+            where=UsageCounter.used < limit,
+        )
+        .returning(UsageCounter.used)
+    )
+    used = session.execute(statement).scalar_one_or_none()
+    if used is None:
+        raise QuotaExceeded(
+            f"job budget used up: this tenant may start {limit} evaluation, optimisation "
+            "and training jobs per day (UTC)",
+            retry_after_s=_retry_after(now, start, JOB_WINDOW_S),
+        )
+    if used == 1:
+        session.execute(
+            delete(UsageCounter).where(
+                UsageCounter.tenant_id == tenant_id,
+                UsageCounter.kind == JOBS,
+                UsageCounter.window_start < start,
+            )
+        )
+
+
+def refund_job(session: Session, *, tenant_id: uuid.UUID, charged_at: float) -> None:
+    """Give back the charge of a job that never ran (the broker refused it), so an outage
+    does not use up the budget of beat's retries. The caller commits."""
+    start = _window_start(charged_at, JOB_WINDOW_S)
+    session.execute(
+        update(UsageCounter)
+        .where(
+            UsageCounter.tenant_id == tenant_id,
+            UsageCounter.kind == JOBS,
+            UsageCounter.window_start == start,
+            UsageCounter.used > 0,
+        )
+        .values(used=UsageCounter.used - 1)
+    )
 
 
 def tenant_usage(
@@ -200,6 +277,12 @@ def tenant_usage(
             TOKEN_WINDOW_S,
             row is not None and row.tokens_per_day is not None,
         ),
+        jobs_per_day=usage(
+            JOBS,
+            limits.jobs_per_day,
+            JOB_WINDOW_S,
+            row is not None and row.jobs_per_day is not None,
+        ),
     )
 
 
@@ -210,6 +293,7 @@ def set_limits(
     requests_per_minute: int | None,
     tokens_per_day: int | None,
     actor: Actor,
+    jobs_per_day: int | None = None,
 ) -> None:
     """Set (or, with None, clear) the tenant's own limits; audited in the same transaction.
     Every replica applies them from the next request on."""
@@ -218,10 +302,19 @@ def set_limits(
     if row is None:
         row = TenantLimits(tenant_id=tenant_id)
         session.add(row)
-    before = {"requests_per_minute": row.requests_per_minute, "tokens_per_day": row.tokens_per_day}
+    before = {
+        "requests_per_minute": row.requests_per_minute,
+        "tokens_per_day": row.tokens_per_day,
+        "jobs_per_day": row.jobs_per_day,
+    }
     row.requests_per_minute = requests_per_minute
     row.tokens_per_day = tokens_per_day
-    after = {"requests_per_minute": requests_per_minute, "tokens_per_day": tokens_per_day}
+    row.jobs_per_day = jobs_per_day
+    after = {
+        "requests_per_minute": requests_per_minute,
+        "tokens_per_day": tokens_per_day,
+        "jobs_per_day": jobs_per_day,
+    }
     add_event(
         session,
         tenant_id=tenant_id,

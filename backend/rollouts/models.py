@@ -39,10 +39,16 @@ class Rollout(Base):
 
 
 class Feedback(Base):
-    """A user's rating of a rollout: score in [-1, 1], optional comment and correction."""
+    """A user's rating of a rollout: score in [-1, 1], optional comment and correction.
+
+    One per rollout and API key: a key that rates the same answer again updates its rating
+    (keeping `created_at`, so an update is not new feedback to the fast loop's trigger)."""
 
     __tablename__ = "feedback"
-    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        UniqueConstraint("rollout_id", "api_key_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -54,3 +60,5 @@ class Feedback(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # When the rater last changed the rating; None: never.
+    updated_at: Mapped[datetime | None] = mapped_column(default=None)

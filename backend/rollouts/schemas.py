@@ -25,6 +25,10 @@ class FeedbackRead(BaseModel):
     comment: str | None
     correction: str | None
     created_at: datetime
+    updated_at: datetime | None = Field(
+        description="When this key last changed its rating (a key rates a completion once; "
+        "rating it again updates the rating); null: never."
+    )
     object: str = "feedback"
 
 

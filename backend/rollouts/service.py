@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.adapters.models import AdapterVersion
 from backend.agents.models import Agent
+from backend.db import utcnow
 from backend.errors import Conflict, NotFound
 from backend.limits.service import charge_tokens
 from backend.prompts.models import PromptVersion
@@ -21,10 +22,13 @@ from backend.rollouts.models import Feedback, Rollout
 
 
 def record_rollout(session: Session, rollout: Rollout) -> Rollout:
-    """Store a served answer, and charge its generated tokens to the tenant's quota in the
-    same transaction (so a stored answer is charged exactly once)."""
+    """Store a served answer, and charge its tokens to the tenant's quota in the same
+    transaction (so a stored answer is charged exactly once). The prompt counts as well as the
+    completion: reading a long context is work the tenant caused too."""
     session.add(rollout)
-    charge_tokens(session, tenant_id=rollout.tenant_id, tokens=rollout.completion_tokens)
+    # `or 0`: a Rollout built without counts has None until the insert applies defaults.
+    tokens = (rollout.prompt_tokens or 0) + (rollout.completion_tokens or 0)
+    charge_tokens(session, tenant_id=rollout.tenant_id, tokens=tokens)
     session.commit()
     return rollout
 
@@ -130,8 +134,12 @@ def submit_feedback(
     idempotency_key: str | None,
     api_key_id: uuid.UUID | None,
 ) -> tuple[Feedback, bool]:
-    """Store a rating; returns (feedback, created). A repeated Idempotency-Key returns the
-    first rating unchanged, and a different payload under a used key is a conflict."""
+    """Store a rating; returns (feedback, created).
+
+    One rating per completion per API key: a second rating by the same key updates the first
+    (created is False), so one key cannot stuff votes; the update keeps `created_at`, so it is
+    no new feedback for the fast loop's trigger. A repeated Idempotency-Key returns its rating
+    unchanged, and a different payload under a used key is a conflict."""
     fields: dict[str, Any] = {
         "rollout_id": completion_id,
         "score": score,
@@ -147,26 +155,57 @@ def submit_feedback(
     )
     if rollout is None:
         raise NotFound(f"completion {completion_id!r} not found", param="completion_id")
-    feedback = Feedback(
-        tenant_id=tenant_id,
-        agent_id=rollout.agent_id,
-        idempotency_key=idempotency_key,
-        api_key_id=api_key_id,
-        **fields,
+    agent_id = rollout.agent_id
+    for attempt in (1, 2):
+        current = _by_rater(session, tenant_id, completion_id, api_key_id)
+        if current is not None:
+            for name, value in fields.items():
+                setattr(current, name, value)
+            if idempotency_key is not None:
+                current.idempotency_key = idempotency_key
+            current.updated_at = utcnow()
+            feedback, created = current, False
+        else:
+            feedback = Feedback(
+                tenant_id=tenant_id,
+                agent_id=agent_id,
+                idempotency_key=idempotency_key,
+                api_key_id=api_key_id,
+                **fields,
+            )
+            session.add(feedback)
+            created = True
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent request won the race: the same Idempotency-Key (so this is its
+            # replay), or the same key's first rating of this completion (so update that).
+            session.rollback()
+            if idempotency_key is not None:
+                existing = _by_idempotency_key(session, tenant_id, idempotency_key)
+                if existing is not None:
+                    return _replay(existing, fields), False
+            if attempt == 2 or not created or api_key_id is None:
+                raise
+            continue
+        return feedback, created
+    raise AssertionError("unreachable")
+
+
+def _by_rater(
+    session: Session, tenant_id: uuid.UUID, completion_id: str, api_key_id: uuid.UUID | None
+) -> Feedback | None:
+    """The rating this key already gave the completion. Ratings without a key (internal
+    callers) are not tied to a rater and are never merged."""
+    if api_key_id is None:
+        return None
+    return session.scalar(
+        select(Feedback).where(
+            Feedback.tenant_id == tenant_id,
+            Feedback.rollout_id == completion_id,
+            Feedback.api_key_id == api_key_id,
+        )
     )
-    session.add(feedback)
-    try:
-        session.commit()
-    except IntegrityError:
-        # Two requests with one key raced; the other one won, so this is a replay of it.
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = _by_idempotency_key(session, tenant_id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, fields), False
-    return feedback, True
 
 
 def _by_idempotency_key(session: Session, tenant_id: uuid.UUID, key: str) -> Feedback | None:

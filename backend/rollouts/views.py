@@ -19,7 +19,13 @@ router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
     "/feedback",
     status_code=201,
     response_model=FeedbackRead,
-    responses={200: {"model": FeedbackRead, "description": "A replay of an Idempotency-Key"}},
+    responses={
+        200: {
+            "model": FeedbackRead,
+            "description": "This key's earlier rating of the completion, updated; or a replay "
+            "of an Idempotency-Key",
+        }
+    },
 )
 def create_feedback(
     body: FeedbackCreate,
@@ -27,8 +33,9 @@ def create_feedback(
     session: SessionDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    """Rate an answer by its completion id. Send an `Idempotency-Key` header to make retries
-    safe: the same key stores the rating once."""
+    """Rate an answer by its completion id. One rating per completion per API key: rating it
+    again updates the rating (200). Send an `Idempotency-Key` header to make retries safe:
+    the same key stores the rating once."""
     feedback, created = service.submit_feedback(
         session,
         tenant_id=caller.tenant_id,

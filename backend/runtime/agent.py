@@ -51,6 +51,9 @@ class ServingContext:
     adapter: AdapterRef | None
     sampling: SamplingParams
     stream: bool = False
+    # The prompt's tokens as counted before generation; charged for a turn cut short, whose
+    # engine never reported its own count.
+    prompt_tokens: int = 0
     completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     started: float = field(default_factory=time.perf_counter)
 

@@ -67,7 +67,7 @@ def list_tenants(_: PlatformDep, session: SessionDep) -> list[Tenant]:
 def get_tenant_limits(
     tenant_id: uuid.UUID, _: PlatformDep, session: SessionDep, settings: SettingsDep
 ) -> LimitsRead:
-    """The tenant's rate limit and token quota, and how much of each is used now."""
+    """The tenant's rate limit, token quota and job budget, and how much of each is used now."""
     service.get_tenant(session, tenant_id)
     usage = limits.tenant_usage(session, tenant_id=tenant_id, defaults=default_limits(settings))
     return LimitsRead.model_validate(usage)
@@ -89,6 +89,7 @@ def set_tenant_limits(
         tenant_id=tenant_id,
         requests_per_minute=body.requests_per_minute,
         tokens_per_day=body.tokens_per_day,
+        jobs_per_day=body.jobs_per_day,
         actor=actor,
     )
     usage = limits.tenant_usage(session, tenant_id=tenant_id, defaults=default_limits(settings))

@@ -106,3 +106,64 @@ def test_bad_feedback(app_client: TestClient, tenant: TenantKeys, database: Data
     )
     assert malformed.status_code == 400
     assert _feedback_count(database, completion_id) == 0
+
+
+def test_one_rating_per_completion_per_key(
+    app_client: TestClient, tenant: TenantKeys, database: Database
+) -> None:
+    """A key that rates an answer again updates its rating: no stuffed votes, and no new
+    feedback for the fast loop's trigger."""
+    create_agent(app_client, tenant, fast_loop={"min_new_feedback": 2})
+    completion_id = chat(app_client, tenant, "Where is my order?").json()["id"]
+    member = tenant.headers("member")
+    first = app_client.post(
+        "/v1/feedback", json={"completion_id": completion_id, "score": -1}, headers=member
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["updated_at"] is None
+    for score in (1, 0.5, 1):
+        again = app_client.post(
+            "/v1/feedback",
+            json={"completion_id": completion_id, "score": score, "comment": "changed my mind"},
+            headers=member,
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == first.json()["id"]
+        assert again.json()["score"] == score and again.json()["updated_at"] is not None
+    assert again.json()["created_at"] == first.json()["created_at"]
+    assert _feedback_count(database, completion_id) == 1
+
+    status = app_client.get("/api/v1/agents/support/fast-loop", headers=tenant.headers()).json()
+    assert status["new_ratings"] == 1 and status["due_reason"] is None
+    # Another key's rating is a vote of its own (and makes the loop due).
+    other = app_client.post(
+        "/v1/feedback", json={"completion_id": completion_id, "score": -1}, headers=tenant.headers()
+    )
+    assert other.status_code == 201
+    assert _feedback_count(database, completion_id) == 2
+    status = app_client.get("/api/v1/agents/support/fast-loop", headers=tenant.headers()).json()
+    assert status["new_ratings"] == 2 and status["due_reason"] is not None
+
+    rollout = app_client.get(f"/api/v1/rollouts/{completion_id}", headers=tenant.headers())
+    assert sorted(f["score"] for f in rollout.json()["feedback"]) == [-1, 1]
+
+
+def test_idempotency_key_on_an_updated_rating(
+    app_client: TestClient, tenant: TenantKeys, database: Database
+) -> None:
+    create_agent(app_client, tenant)
+    completion_id = chat(app_client, tenant, "Hi").json()["id"]
+    member = tenant.headers("member")
+    body = {"completion_id": completion_id, "score": 1}
+    first = app_client.post("/v1/feedback", json=body, headers={**member, "Idempotency-Key": "k1"})
+    assert first.status_code == 201
+    update = {**body, "score": -1, "correction": "Hello! How can I help?"}
+    headers = {**member, "Idempotency-Key": "k2"}
+    changed = app_client.post("/v1/feedback", json=update, headers=headers)
+    replay = app_client.post("/v1/feedback", json=update, headers=headers)
+    assert (changed.status_code, replay.status_code) == (200, 200)
+    assert changed.json() == replay.json()
+    assert changed.json()["id"] == first.json()["id"] and changed.json()["score"] == -1
+    conflict = app_client.post("/v1/feedback", json=body, headers=headers)
+    assert conflict.status_code == 409
+    assert _feedback_count(database, completion_id) == 1

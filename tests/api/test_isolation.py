@@ -132,8 +132,11 @@ def world(
             files={"config": c, "weights": w},
             headers=tenant.headers(),
         ).raise_for_status()
+    # The job is another agent's: evaluations run one per agent at a time, and the owner's
+    # own call on the evaluate route (before this job is cancelled and retried) must succeed.
+    create_agent(app_client, tenant, slug="secret-helper")
     job = app_client.post(
-        "/api/v1/agents/secret-agent/evaluate", json={"prompts": ["Hi"]}, headers=tenant.headers()
+        "/api/v1/agents/secret-helper/evaluate", json={"prompts": ["Hi"]}, headers=tenant.headers()
     ).json()["id"]
     app_client.put(
         "/api/v1/agents/secret-agent/schedule", json={"interval_s": 3600}, headers=tenant.headers()

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from backend.agents.fast_loop import due_reason
 from backend.agents.models import Agent
 from backend.agents.service import fast_loop_settings
+from backend.config import get_settings
 from backend.db import Database, utcnow
-from backend.errors import Conflict, Unavailable
+from backend.errors import Conflict, QuotaExceeded, Unavailable
 from backend.jobs.models import Job, JobKind
 from backend.jobs.service import ran_or_will_run, start_job
+from backend.limits.service import Limits, default_limits
 from backend.rollouts.models import Feedback
 
 logger = logging.getLogger(__name__)
@@ -62,8 +64,12 @@ def due_agents(session: Session, *, now: datetime | None = None) -> list[Due]:
     return due
 
 
-def dispatch_due(database: Database, celery: Celery) -> list[uuid.UUID]:
-    """Start an optimisation job for every agent that is due and not already optimising."""
+def dispatch_due(
+    database: Database, celery: Celery, *, limits: Limits | None = None
+) -> list[uuid.UUID]:
+    """Start an optimisation job for every agent that is due and not already optimising, and
+    whose tenant has job budget left (`limits`: the deployment's defaults)."""
+    limits = limits or default_limits(get_settings())
     started: list[uuid.UUID] = []
     with database.session() as session:
         for due in due_agents(session):
@@ -76,9 +82,14 @@ def dispatch_due(database: Database, celery: Celery) -> list[uuid.UUID]:
                     kind=JobKind.OPTIMIZE,
                     params={"trigger": due.reason},
                     exclusive=True,
+                    limits=limits,
                 )
             except Conflict:
                 continue  # one is queued or running already
+            except QuotaExceeded as exc:
+                # Not an error: the run waits until the tenant's budget has room again.
+                logger.info("fast loop for agent %s not started: %s", due.agent_id, exc.message)
+                continue
             except Unavailable:
                 # The broker is down for every agent: the next tick tries again (the failed
                 # job does not count as a run, see ran_or_will_run).
