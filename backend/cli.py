@@ -60,6 +60,13 @@ def api(
     settings = get_settings()
     if workers > 1 and settings.engine == "local":
         raise typer.BadParameter("the local engine lives in one process; use --workers 1")
+    from backend.observability.api import check_metrics_settings
+
+    try:
+        check_metrics_settings(settings)  # before the worker processes start, not in each
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     if workers > 1:
         enable_multiprocess_metrics("api")  # /metrics adds up all API processes
     uvicorn.run(
@@ -68,6 +75,9 @@ def api(
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
+        # `X-Forwarded-Proto: https` from these proxies makes the request `https` (HSTS).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=logging_config(settings),  # applied in each API process
         access_log=False,  # `fastslow.access` logs requests with their ids
     )
@@ -196,6 +206,13 @@ def engine(
     from backend.engines.vllm_server import vllm_launch
 
     settings = get_settings()
+    if settings.environment != "development" and not settings.engine_api_key:
+        # vLLM's API loads adapters from any path it can read: never open outside development.
+        typer.echo(
+            "error: FASTSLOW_ENGINE_API_KEY must be set when FASTSLOW_ENVIRONMENT=production",
+            err=True,
+        )
+        raise typer.Exit(1)
     if not settings.vllm_python.exists():
         typer.echo(f"error: no vLLM environment at {settings.vllm_python}; run `make vllm-env`")
         raise typer.Exit(1)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -253,6 +254,8 @@ class VllmServer:
     START_TIMEOUT_S = 600
 
     def __init__(self, base_model_dir: Path) -> None:
+        # Started with an API key, as in production: every test on it goes through the key.
+        self.api_key = "engine-" + uuid.uuid4().hex
         # Fewer adapter slots than the tests use adapters, so "more live adapters than
         # --max-loras" is exercised whenever several agents are served.
         self.settings = Settings(
@@ -260,6 +263,7 @@ class VllmServer:
             vllm_python=REPO / ".venv-vllm" / "bin" / "python",
             vllm_max_loras=2,
             vllm_max_cpu_loras=3,
+            engine_api_key=SecretStr(self.api_key),
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -45,6 +45,7 @@ def test_vllm_restart_during_traffic(
         "api-vllm-restart",
         FASTSLOW_ENGINE="vllm",
         FASTSLOW_ENGINE_URL=vllm_server.url,
+        FASTSLOW_ENGINE_API_KEY=vllm_server.api_key,
         FASTSLOW_ENGINE_RETRY_AFTER_S=str(RETRY_AFTER_S),
         FASTSLOW_ADAPTER_UNLOAD_GRACE_S="1",
     )

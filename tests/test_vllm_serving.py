@@ -39,6 +39,7 @@ def apis(stack: Stack, vllm_server: VllmServer) -> Iterator[Apis]:
     env = {
         "FASTSLOW_ENGINE": "vllm",
         "FASTSLOW_ENGINE_URL": vllm_server.url,
+        "FASTSLOW_ENGINE_API_KEY": vllm_server.api_key,
         "FASTSLOW_ADAPTER_UNLOAD_GRACE_S": "1",
         "FASTSLOW_ENGINE_RETRY_AFTER_S": "3",
     }

@@ -50,7 +50,8 @@ def vllm_launch(settings: Settings, *, host: str, port: int, gpu: bool | None = 
         "--max-lora-rank",
         str(settings.max_lora_rank),
         "--max-model-len",
-        "2048",
+        # The window the API checks each request against (max_context_tokens).
+        str(settings.max_context_tokens),
         "--disable-uvicorn-access-log",
     ]
     env = {
@@ -60,6 +61,10 @@ def vllm_launch(settings: Settings, *, host: str, port: int, gpu: bool | None = 
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
+    if settings.engine_api_key:
+        # vLLM then requires this bearer on its /v1 routes (chat, load/unload adapter); the
+        # platform sends it. In the environment, not `--api-key`: argv is visible to `ps`.
+        env["VLLM_API_KEY"] = settings.engine_api_key.get_secret_value()
     if not gpu:
         # On CPU, --gpu-memory-utilization is the share of RAM vLLM reserves; its default
         # (0.92) fails on a shared machine. fp32 keeps outputs equal to transformers'.

@@ -20,7 +20,7 @@ from backend.observability.metrics import DatabaseCollector, Exposition, record_
 from backend.observability.middleware import ObservabilityMiddleware
 from backend.runtime.agent import Outcome, Recorder, ServingContext
 
-__all__ = ["install_observability", "observe_serving"]
+__all__ = ["check_metrics_settings", "install_observability", "observe_serving"]
 
 router = APIRouter(tags=["health"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -33,20 +33,42 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 )
 def metrics(request: Request) -> Response:
     """Prometheus metrics of this process and of the platform's state. Off with
-    `FASTSLOW_METRICS_ENABLED=false`; `FASTSLOW_METRICS_TOKEN` makes it require that bearer."""
+    `FASTSLOW_METRICS_ENABLED=false`; `FASTSLOW_METRICS_TOKEN` makes it require that bearer
+    (production requires a token). Without a token configured (development), anyone may
+    scrape, but sees no series labelled by tenant."""
     settings: Settings = request.app.state.settings
     if not settings.metrics_enabled:
         raise NotFound("metrics are disabled")
-    if settings.metrics_token is not None:
-        expected = f"Bearer {settings.metrics_token.get_secret_value()}".encode()
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise Unauthorized("send `Authorization: Bearer <FASTSLOW_METRICS_TOKEN>`")
     exposition: Exposition = request.app.state.metrics
+    token = _metrics_token(settings)
+    if not token:
+        return Response(exposition.render(tenants=False), media_type=CONTENT_TYPE)
+    expected = f"Bearer {token}".encode()
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise Unauthorized("send `Authorization: Bearer <FASTSLOW_METRICS_TOKEN>`")
     return Response(exposition.render(), media_type=CONTENT_TYPE)
 
 
+def _metrics_token(settings: Settings) -> str:
+    return settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+
+
+def check_metrics_settings(settings: Settings) -> None:
+    """Production serves `/metrics` only behind a token: refuse to start otherwise."""
+    if (
+        settings.environment == "production"
+        and settings.metrics_enabled
+        and not _metrics_token(settings)
+    ):
+        raise ValueError(
+            "FASTSLOW_METRICS_TOKEN must be set when FASTSLOW_ENVIRONMENT=production "
+            "(or turn metrics off with FASTSLOW_METRICS_ENABLED=false)"
+        )
+
+
 def install_observability(app: FastAPI, settings: Settings) -> None:
+    check_metrics_settings(settings)
     app.state.metrics = Exposition(
         DatabaseCollector(lambda: app.state.database, settings.metrics_db_cache_s)
     )

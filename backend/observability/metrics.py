@@ -9,11 +9,14 @@ Two kinds of series:
   aggregate them with `max`, not `sum`.
 
 Per-agent series are labelled `tenant` (the tenant's id) and `agent` (the slug): one series
-per agent, so their number grows with the agents, not with traffic.
+per agent, so their number grows with the agents, not with traffic. They are shown only to a
+scrape that sends `FASTSLOW_METRICS_TOKEN`; an anonymous scrape (development without a token)
+gets the other series only.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -232,6 +235,27 @@ class DatabaseCollector(Collector):
             yield from self._cached[1]
 
 
+TENANT_LABEL = "tenant"
+
+
+class _WithoutTenants(Collector):
+    """A registry's series without those labelled with a tenant: what an anonymous scrape
+    may see (request counts by route, engine errors, jobs by kind), never who the tenants
+    are or what their agents are called."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if TENANT_LABEL not in s.labels]
+            if samples:
+                # A copy: the database's families are cached and shown to token scrapes too.
+                kept = copy.copy(family)
+                kept.samples = samples
+                yield kept
+
+
 @dataclass
 class Exposition:
     """What `/metrics` answers: this process's series (all processes' in multiprocess mode)
@@ -239,7 +263,8 @@ class Exposition:
 
     database: DatabaseCollector
 
-    def render(self) -> bytes:
+    def render(self, *, tenants: bool = True) -> bytes:
+        """The exposition; `tenants=False` leaves out every series labelled by tenant."""
         registries: Iterable[CollectorRegistry]
         if multiprocess_enabled():
             process = CollectorRegistry()
@@ -249,4 +274,12 @@ class Exposition:
             registries = (REGISTRY,)
         state = CollectorRegistry(auto_describe=False)
         state.register(self.database)
-        return b"".join(generate_latest(r) for r in (*registries, state))
+        parts: list[CollectorRegistry] = [*registries, state]
+        if not tenants:
+            filtered = []
+            for registry in parts:
+                without = CollectorRegistry(auto_describe=False)
+                without.register(_WithoutTenants(registry))
+                filtered.append(without)
+            parts = filtered
+        return b"".join(generate_latest(r) for r in parts)

@@ -142,3 +142,27 @@ def test_fastslow_services_use_real_settings_commands_and_shared_volumes(
         "worker-train": "train",
         "worker-train-cpu": "train",
     }
+
+
+def test_one_engine_key_for_vllm_and_the_platform(compose: dict[str, Any]) -> None:
+    """vLLM requires the key (VLLM_API_KEY) the platform sends (FASTSLOW_ENGINE_API_KEY):
+    both from one variable, which Compose refuses to run without; the metrics token too."""
+    services = compose["services"]
+    engine_key = "${FASTSLOW_ENGINE_API_KEY:?"
+    for engine in ("vllm", "vllm-cpu"):
+        assert services[engine]["environment"]["VLLM_API_KEY"].startswith(engine_key), engine
+        assert not [a for a in services[engine]["command"] if "api-key" in a]  # shows in `ps`
+    for name, service in services.items():
+        if service.get("image", "").startswith("fastslow"):
+            environment = service["environment"]
+            assert environment["FASTSLOW_ENGINE_API_KEY"].startswith(engine_key), name
+            assert environment["FASTSLOW_ENVIRONMENT"] == "production", name
+            assert environment["FASTSLOW_METRICS_TOKEN"].startswith("${FASTSLOW_METRICS_TOKEN:?"), (
+                name
+            )
+
+
+def test_only_the_api_is_published(compose: dict[str, Any]) -> None:
+    """PostgreSQL, Redis and vLLM are reachable on the project's network only."""
+    published = {n for n, s in compose["services"].items() if s.get("ports")}
+    assert published == {"api"}

@@ -21,6 +21,8 @@ REQUIRED = {
         "FASTSLOW_PLATFORM_KEY": "platform-secret",
         "FASTSLOW_DATABASE_URL": "postgresql+psycopg://fastslow:pw@postgres:5432/fastslow",
         "FASTSLOW_BROKER_URL": "redis://redis:6379/0",
+        "FASTSLOW_ENGINE_API_KEY": "engine-secret",
+        "FASTSLOW_METRICS_TOKEN": "scrape-secret",
     }
 }
 # Everything optional switched on: ingress with TLS, object storage, a metrics token, a
@@ -28,11 +30,14 @@ REQUIRED = {
 EVERYTHING = {
     "secrets": {
         **REQUIRED["secrets"],
-        "FASTSLOW_METRICS_TOKEN": "scrape-secret",
         "AWS_ACCESS_KEY_ID": "id",
         "AWS_SECRET_ACCESS_KEY": "key",
     },
-    "ingress": {"enabled": True, "className": "nginx", "tls": {"enabled": True}},
+    "ingress": {"enabled": True, "className": "nginx", "tls": {"clusterIssuer": "letsencrypt"}},
+    "networkPolicy": {
+        "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+    },
     "adapterStore": {"url": "s3://bucket/fastslow/adapters"},
     "storage": {"existingClaim": "shared-data"},
     "metrics": {"serviceMonitor": {"enabled": True}},
@@ -76,7 +81,14 @@ def test_rendered_manifests_are_valid_kubernetes(values: dict[str, Any]) -> None
             continue  # a CRD (prometheus-operator): no schema in Kubernetes itself
         kinds.add(manifest["kind"])
         kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "Job"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+        "Job",
+        "NetworkPolicy",
+    } <= kinds
 
 
 def test_the_validation_catches_mistakes(manifests: list[dict[str, Any]]) -> None:
@@ -162,7 +174,13 @@ def test_settings_config_and_secrets(manifests: list[dict[str, Any]]) -> None:
     assert unknown_settings(config) == [] and unknown_settings(secret) == []
     assert config["FASTSLOW_ENGINE_URL"] == "http://prod-fastslow-vllm:8000"
     assert config["FASTSLOW_LOG_FORMAT"] == "json"
-    assert set(secret) == {"FASTSLOW_PLATFORM_KEY", "FASTSLOW_DATABASE_URL", "FASTSLOW_BROKER_URL"}
+    assert set(secret) == {
+        "FASTSLOW_PLATFORM_KEY",
+        "FASTSLOW_DATABASE_URL",
+        "FASTSLOW_BROKER_URL",
+        "FASTSLOW_ENGINE_API_KEY",
+        "FASTSLOW_METRICS_TOKEN",
+    }
     assert not {k for k in config if "KEY" in k or "TOKEN" in k or "DATABASE_URL" in k}
     for deployment in by_name(manifests, "Deployment").values():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
@@ -193,3 +211,139 @@ def test_optional_parts() -> None:
     assert "prod-fastslow-vllm" not in by_name(external, "Deployment")
     data = by_name(external, "ConfigMap")["prod-fastslow-config"]["data"]
     assert data["FASTSLOW_ENGINE_URL"] == "http://llm:8000"
+
+
+def _policies(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {n: m["spec"] for n, m in by_name(manifests, "NetworkPolicy").items()}
+
+
+def _components(peer: dict[str, Any]) -> set[str]:
+    """The components a pod-selector peer of this release admits."""
+    selector = peer["podSelector"]
+    assert selector["matchLabels"] == {
+        "app.kubernetes.io/name": "fastslow",
+        "app.kubernetes.io/instance": "prod",
+    }
+    (expression,) = selector["matchExpressions"]
+    assert expression["key"] == "app.kubernetes.io/component"
+    assert expression["operator"] == "In"
+    return set(expression["values"])
+
+
+def test_ingress_defaults_to_tls() -> None:
+    """Switching the ingress on gives HTTPS without asking for it; cert-manager is optional."""
+    manifests = render({**REQUIRED, "ingress": {"enabled": True}})
+    ingress = by_name(manifests, "Ingress")["prod-fastslow"]
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["fastslow.example.com"], "secretName": "fastslow-tls"}
+    ]
+    assert "cert-manager.io/cluster-issuer" not in ingress["metadata"].get("annotations", {})
+    issued = render({**REQUIRED, "ingress": {"enabled": True, "tls": {"clusterIssuer": "le"}}})
+    annotations = by_name(issued, "Ingress")["prod-fastslow"]["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"] == "le"
+    off = render({**REQUIRED, "ingress": {"enabled": True, "tls": {"enabled": False}}})
+    assert "tls" not in by_name(off, "Ingress")["prod-fastslow"]["spec"]
+
+
+def test_network_policies_keep_the_backends_private(manifests: list[dict[str, Any]]) -> None:
+    """By default only the API takes traffic from outside the release; vLLM only from the
+    API and the workers; PostgreSQL and Redis only from the platform's pods."""
+    policies = _policies(manifests)
+    assert set(policies) == {
+        "prod-fastslow-default-deny",
+        "prod-fastslow-api",
+        "prod-fastslow-vllm",
+        "prod-fastslow-postgres",
+        "prod-fastslow-redis",
+    }
+    for spec in policies.values():
+        assert spec["policyTypes"] == ["Ingress"]
+    deny = policies["prod-fastslow-default-deny"]
+    assert deny["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "fastslow", "app.kubernetes.io/instance": "prod"}
+    }
+    assert "ingress" not in deny  # every pod of the release: nothing in but what is let in
+
+    api = policies["prod-fastslow-api"]
+    assert api["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    assert api["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    # The only pods anything outside the release may reach are the API's.
+    for name, spec in policies.items():
+        for rule in spec.get("ingress", []):
+            if name != "prod-fastslow-api":
+                assert rule.get("from"), name
+
+    vllm = policies["prod-fastslow-vllm"]
+    assert vllm["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "vllm"
+    (rule,) = vllm["ingress"]
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    (peer,) = rule["from"]
+    assert _components(peer) == {"api", "worker-fast", "worker-train"}
+
+    for backend, port, name in (("postgres", 5432, "postgresql"), ("redis", 6379, "redis")):
+        spec = policies[f"prod-fastslow-{backend}"]
+        assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
+        (rule,) = spec["ingress"]
+        assert rule["ports"] == [{"port": port, "protocol": "TCP"}]
+        (peer,) = rule["from"]
+        assert _components(peer) == {"api", "worker-fast", "worker-train", "beat", "migrate"}
+
+    # Every component a policy names is a real pod label of the chart.
+    labels = {
+        m["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        for m in manifests
+        if m["kind"] in ("Deployment", "Job")
+    }
+    assert {"api", "worker-fast", "worker-train", "beat", "migrate", "vllm"} <= labels
+
+    scrapers = render(EVERYTHING)
+    policies = _policies(scrapers)
+    assert (
+        policies["prod-fastslow-api"]["ingress"][0]["from"]
+        == (
+            EVERYTHING["networkPolicy"]["apiFrom"]  # type: ignore[index]
+        )
+    )
+    monitoring = EVERYTHING["networkPolicy"]["metricsFrom"]  # type: ignore[index]
+    assert policies["prod-fastslow-worker-metrics"]["ingress"][0]["from"] == monitoring
+    assert monitoring[0] in policies["prod-fastslow-vllm"]["ingress"][0]["from"]
+    off = render({**REQUIRED, "networkPolicy": {"enabled": False}})
+    assert "NetworkPolicy" not in {m["kind"] for m in off}
+
+
+def test_vllm_and_the_platform_share_the_engine_key(manifests: list[dict[str, Any]]) -> None:
+    """One Secret key: vLLM requires it (VLLM_API_KEY), the platform's pods send it
+    (FASTSLOW_ENGINE_API_KEY through envFrom); production also needs the metrics token."""
+    secret_name = "prod-fastslow-secrets"
+    secret = by_name(manifests, "Secret")[secret_name]["stringData"]
+    assert secret["FASTSLOW_ENGINE_API_KEY"] == "engine-secret"
+    deployments = by_name(manifests, "Deployment")
+    vllm = deployments["prod-fastslow-vllm"]["spec"]["template"]["spec"]["containers"][0]
+    assert {
+        "name": "VLLM_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "FASTSLOW_ENGINE_API_KEY"}},
+    } in vllm["env"]
+    assert not [a for a in vllm["args"] if "api-key" in a]  # argv shows in `ps`
+    for name in ("prod-fastslow-api", "prod-fastslow-worker-fast", "prod-fastslow-worker-train"):
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert {"secretRef": {"name": secret_name}} in container["envFrom"], name
+
+    # Managed Secrets too: vLLM reads the key from it, whatever values say.
+    managed = render(
+        {"secrets": {"existingSecret": "mine"}, "metrics": {"tokenInExistingSecret": True}}
+    )
+    vllm = by_name(managed, "Deployment")["prod-fastslow-vllm"]["spec"]["template"]["spec"]
+    ref = next(e for e in vllm["containers"][0]["env"] if e["name"] == "VLLM_API_KEY")
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "FASTSLOW_ENGINE_API_KEY"}
+
+    without = {k: v for k, v in REQUIRED["secrets"].items() if k != "FASTSLOW_ENGINE_API_KEY"}
+    with pytest.raises(helm.HelmRenderError, match="FASTSLOW_ENGINE_API_KEY is required"):
+        render({"secrets": without})
+    external = render(
+        {"secrets": without, "vllm": {"enabled": False, "externalUrl": "http://llm:8000"}}
+    )
+    assert "FASTSLOW_ENGINE_API_KEY" not in by_name(external, "Secret")[secret_name]["stringData"]
+    untokened = {k: v for k, v in REQUIRED["secrets"].items() if k != "FASTSLOW_METRICS_TOKEN"}
+    with pytest.raises(helm.HelmRenderError, match="FASTSLOW_METRICS_TOKEN is required"):
+        render({"secrets": untokened})
+    render({"secrets": untokened, "config": {"FASTSLOW_METRICS_ENABLED": False}})

@@ -9,6 +9,7 @@ import pytest
 
 from backend.engines import Engine
 from backend.engines.local import LocalEngine
+from backend.engines.lora import AdapterValidator
 from backend.engines.vllm import VllmEngine
 from tests.conftest import VllmServer
 
@@ -27,7 +28,13 @@ async def engine(
         yield local_engine
         return
     server: VllmServer = request.getfixturevalue("vllm_server")
-    engine = VllmEngine(server.url, base_model_dir.name, timeout_s=120)
+    engine = VllmEngine(
+        server.url,
+        base_model_dir.name,
+        api_key=server.api_key,
+        timeout_s=120,
+        adapter_validator=AdapterValidator.for_base_model(base_model_dir),
+    )
     yield engine
     await engine.aclose()
 

@@ -156,6 +156,19 @@ def seed(platform: Platform) -> None:
         httpx.post(f"{platform.url}/v1/feedback", json=body, headers=h).raise_for_status()
 
 
+def watch_csp(page: Page) -> list[str]:
+    """What the page's Content-Security-Policy refused, as Chromium reports it (the UI must
+    run under the strict policy the API serves it with: no inline script or style)."""
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return refused
+
+
 def sign_in(page: Page, platform: Platform, key: str) -> None:
     page.goto(platform.url)
     expect(page.get_by_role("heading", name="fastslow")).to_be_visible()
@@ -167,7 +180,12 @@ def sign_in(page: Page, platform: Platform, key: str) -> None:
 def test_the_web_ui_end_to_end(platform: Platform, browser: Browser) -> None:
     seed(platform)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(platform.url)
+    refused = watch_csp(page)
+    first = page.goto(platform.url)
+    assert first is not None
+    policy = first.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert first.headers["x-content-type-options"] == "nosniff"
     shot(page, "01-sign-in")
     sign_in(page, platform, platform.admin_key)
     expect(page.get_by_role("cell", name=re.compile("support"))).to_be_visible()
@@ -271,8 +289,10 @@ def test_the_web_ui_end_to_end(platform: Platform, browser: Browser) -> None:
 
     # A phone-sized screen still works.
     phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone_refused = watch_csp(phone)
     sign_in(phone, platform, platform.member_key)
     expect(phone.get_by_role("link", name="Jobs")).to_have_count(0)  # members see no admin pages
     phone.get_by_role("link", name="Chat").first.click()
     expect(phone.get_by_label("Message")).to_be_visible()
     shot(phone, "13-phone-member-chat")
+    assert refused == [] and phone_refused == [], refused + phone_refused
