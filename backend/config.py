@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FASTSLOW_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = Field(
-        "development", description="`production` refuses to start without a platform key."
+        "development",
+        description="`production` refuses to start without a platform key (the API also "
+        "without a metrics token while metrics are on; `fastslow engine` without an engine key).",
     )
     data_dir: Path = Field(
         Path("data"), description="Where the SQLite files, prepared models and adapters live."
@@ -40,7 +42,11 @@ class Settings(BaseSettings):
     engine_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the vLLM OpenAI-compatible server."
     )
-    engine_api_key: SecretStr | None = Field(None, description="Bearer key for the vLLM server.")
+    engine_api_key: SecretStr | None = Field(
+        None,
+        description="Bearer key for the vLLM server: `fastslow engine` starts vLLM with it "
+        "(`VLLM_API_KEY`) and the platform sends it.",
+    )
     engine_timeout_s: float = Field(300.0, gt=0, description="Timeout of one engine call.")
     engine_retry_after_s: int = Field(
         5, ge=1, description="`Retry-After` sent with 503 while the engine is unreachable."
@@ -55,6 +61,11 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `fastslow api`/`up` bind to.")
     port: int = Field(8080, description="Port `fastslow api`/`up` listen on.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose `X-Forwarded-Proto`/`-For` `fastslow api` trusts "
+        "(uvicorn's `forwarded_allow_ips`: comma-separated addresses or networks, `*`: any).",
+    )
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
     max_messages: int = Field(64, gt=0, description="Most messages in one chat request.")
     max_message_chars: int = Field(32_000, gt=0, description="Longest single message.")
@@ -70,8 +81,24 @@ class Settings(BaseSettings):
     tenant_tokens_per_day: int = Field(
         1_000_000,
         ge=0,
-        description="Tokens a tenant's agents may generate per day (UTC) unless the platform "
-        "sets the tenant's own quota; 0: no limit.",
+        description="Tokens a tenant's chat requests may use per day (UTC), prompt and "
+        "completion tokens together, unless the platform sets the tenant's own quota; "
+        "0: no limit.",
+    )
+    tenant_jobs_per_day: int = Field(
+        100,
+        ge=0,
+        description="Evaluation, optimisation and training jobs a tenant may start per day "
+        "(UTC), beat's runs included, unless the platform sets the tenant's own budget; "
+        "0: no limit.",
+    )
+    max_context_tokens: int = Field(
+        2048,
+        gt=0,
+        description="The engine's context window: a chat request's prompt tokens (the agent's "
+        "instructions and demonstrations plus the messages) and its `max_tokens` together "
+        "must fit, or it is a 400 (`context_length_exceeded`) before the engine sees it. "
+        "`fastslow engine` starts vLLM with it as `--max-model-len`.",
     )
     vllm_python: Path = Field(
         Path(".venv-vllm/bin/python"),
@@ -101,6 +128,9 @@ class Settings(BaseSettings):
     max_lora_rank: int = Field(
         64, gt=0, description="Largest LoRA rank accepted (vLLM's `--max-lora-rank`)."
     )
+    max_lora_alpha: float = Field(
+        1024.0, gt=0, description="Largest `lora_alpha` accepted in an adapter's config."
+    )
     max_adapter_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="Largest accepted adapter upload."
     )
@@ -128,9 +158,6 @@ class Settings(BaseSettings):
     reflection_lm_api_key: SecretStr | None = Field(
         None, description="API key for `reflection_lm_url`."
     )
-    max_lora_alpha: float = Field(
-        1024.0, gt=0, description="Largest `lora_alpha` accepted in an adapter's config."
-    )
     fast_loop_check_interval_s: float = Field(
         10.0, gt=0, description="How often beat looks for agents whose fast loop is due."
     )
@@ -149,7 +176,9 @@ class Settings(BaseSettings):
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
     metrics_token: SecretStr | None = Field(
-        None, description="If set, `/metrics` requires `Authorization: Bearer <token>`."
+        None,
+        description="If set, `/metrics` requires `Authorization: Bearer <token>`; unset, "
+        "`/metrics` shows no series labelled by tenant. Required in production.",
     )
     metrics_db_cache_s: float = Field(
         15.0,

@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 
 from backend.adapters.views import router as adapters_router
 from backend.agents.views import router as agents_router
+from backend.api.deps import principal_for_key
 from backend.api.errors import install_error_handlers
 from backend.api.health import router as health_router
 from backend.api.limits import BodySizeLimit
+from backend.api.security import SecurityHeaders
+from backend.api.text import refuse_nul
 from backend.audit.views import router as audit_router
 from backend.chat.service import make_recorder
 from backend.chat.views import router as chat_router
@@ -74,13 +77,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         description="Agents that keep learning from the people who use them.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # Every stored text: no NUL characters (PostgreSQL refuses them mid-write).
+        dependencies=[Depends(refuse_nul)],
     )
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_adapter_bytes,
+        # The database exists once the lifespan has run, before any request.
+        authenticate=lambda key: principal_for_key(settings, app.state.database, key),
     )
+    app.add_middleware(SecurityHeaders)  # on every response, refusals included
     install_observability(app, settings)  # outermost: sees every request
     for router in (
         health_router,

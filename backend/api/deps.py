@@ -16,6 +16,7 @@ from backend.db import Database
 from backend.engines import Engine
 from backend.errors import Forbidden, Unauthorized
 from backend.limits.service import Limits, check_token_quota, count_request
+from backend.limits.service import default_limits as limits_defaults
 from backend.tenants.service import PlatformCaller, Principal, TenantCaller, authenticate
 
 
@@ -46,6 +47,11 @@ def get_session(database: DatabaseDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+MISSING_KEY = "missing API key: send `Authorization: Bearer <key>`"
+INVALID_KEY = "invalid or revoked API key"
+NOT_A_TENANT_KEY = "the platform key manages tenants; use a tenant's key here"
+NOT_AN_ADMIN_KEY = "this needs an admin key of the tenant"
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fsk_...`")
 
 
@@ -55,27 +61,29 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
-        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    key = credentials.credentials
+        raise Unauthorized(MISSING_KEY)
+    principal = principal_for_key(settings, database, credentials.credentials)
+    if principal is None:
+        raise Unauthorized(INVALID_KEY)
+    return principal
+
+
+def principal_for_key(settings: Settings, database: Database, key: str) -> Principal | None:
+    """Who `key` is (the platform or a tenant's key), or None if it is no valid key. Also used
+    before a route runs (the upload body limit), so both agree on who a caller is."""
     platform = settings.platform_key.get_secret_value() if settings.platform_key else ""
     if platform and hmac.compare_digest(key.encode(), platform.encode()):
         return PlatformCaller()
     # A short session of its own: the request's work may outlive it (streaming).
     with database.session() as session:
-        principal = authenticate(session, key)
-    if principal is None:
-        raise Unauthorized("invalid or revoked API key")
-    return principal
+        return authenticate(session, key)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def default_limits(settings: Settings) -> Limits:
-    return Limits(
-        requests_per_minute=settings.tenant_requests_per_minute,
-        tokens_per_day=settings.tenant_tokens_per_day,
-    )
+    return limits_defaults(settings)
 
 
 def require_tenant(
@@ -83,7 +91,7 @@ def require_tenant(
 ) -> TenantCaller:
     """A tenant's key, counted against the tenant's request rate limit (429 over it)."""
     if not isinstance(principal, TenantCaller):
-        raise Forbidden("the platform key manages tenants; use a tenant's key here")
+        raise Forbidden(NOT_A_TENANT_KEY)
     with database.session() as session:
         count_request(session, tenant_id=principal.tenant_id, defaults=default_limits(settings))
     return principal
@@ -91,7 +99,7 @@ def require_tenant(
 
 def require_admin(caller: Annotated[TenantCaller, Depends(require_tenant)]) -> TenantCaller:
     if not caller.is_admin:
-        raise Forbidden("this needs an admin key of the tenant")
+        raise Forbidden(NOT_AN_ADMIN_KEY)
     return caller
 
 
