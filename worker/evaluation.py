@@ -17,15 +17,14 @@ from backend.adapters.storage import AdapterStore
 from backend.agents.models import Agent
 from backend.agents.service import agent_by_id
 from backend.db import Database
-from backend.engines import ChatMessage, Engine, GenerationRequest, SamplingParams
+from backend.engines import Engine, GenerationRequest, SamplingParams
 from backend.errors import Invalid
+from backend.jobs.contract import EvaluateParams, JobOutcome, JobReporter
 from backend.jobs.models import Job
-from backend.jobs.service import JobReporter
+from backend.prompts.context import Context
 from backend.rollouts.models import Rollout
-from backend.runtime.agent import build_context
 from backend.scoring.checks import score_checks
 from backend.scoring.spec import RewardSpec
-from worker.jobs import JobOutcome
 
 ANSWER_PREVIEW_CHARS = 2_000
 
@@ -50,35 +49,30 @@ def recent_questions(database: Database, agent: Agent, limit: int) -> list[str]:
 
 
 async def evaluate_agent(
-    database: Database, engine: Engine, store: AdapterStore, job: Job, reporter: JobReporter
+    database: Database,
+    engine: Engine,
+    store: AdapterStore,
+    job: Job,
+    params: EvaluateParams,
+    reporter: JobReporter,
 ) -> JobOutcome:
-    params = job.params
-
     def load_agent() -> Agent:
         with database.session() as session:
             agent = agent_by_id(session, tenant_id=job.tenant_id, agent_id=job.agent_id)
             return agent
 
     agent = await run_in_threadpool(load_agent)
-    questions = [p for p in (params.get("prompts") or []) if p.strip()]
+    questions = [p for p in (params.prompts or []) if p.strip()]
     if not questions:
-        questions = await run_in_threadpool(recent_questions, database, agent, params["limit"])
+        questions = await run_in_threadpool(recent_questions, database, agent, params.limit)
     if not questions:
         raise Invalid("nothing to evaluate: no prompts given and the agent has no rollouts yet")
     spec = RewardSpec.model_validate(agent.reward or {})
-    prompt = agent.live_prompt
-    demonstrations: list[ChatMessage] = [
-        {"role": t["role"], "content": t["content"]}
-        for t in (prompt.demonstrations if prompt else [])
-    ]
+    context = Context.of(agent.live_prompt)
     sampling = SamplingParams(
-        max_tokens=min(int(params["max_tokens"]), agent.max_tokens_cap), temperature=0.0
+        max_tokens=min(params.max_tokens, agent.max_tokens_cap), temperature=0.0
     )
-    adapter = (
-        await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
-        if agent.live_adapter
-        else None
-    )
+    adapter = await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
     reporter.log(
         f"evaluating {len(questions)} questions with prompt v{agent.live_prompt_version} and "
         f"adapter {agent.live_adapter_version or 'none'}"
@@ -87,11 +81,7 @@ async def evaluate_agent(
     items: list[dict[str, Any]] = []
     for step, question in enumerate(questions, start=1):
         reporter.check_cancelled()
-        messages = build_context(
-            prompt.instructions if prompt else "",
-            demonstrations,
-            [{"role": "user", "content": question}],
-        )
+        messages = context.messages([{"role": "user", "content": question}])
         started = time.perf_counter()
         generation = await engine.generate(GenerationRequest(messages, sampling, adapter))
         latency_ms = int((time.perf_counter() - started) * 1000)

@@ -1,6 +1,7 @@
 """Running a job: claim it, keep its heartbeat, run the work, record the outcome.
 
-Independent of Celery: tasks call `run_job` with the job id they received.
+Independent of Celery: the task calls `run_job` with the job id it received, and work that
+picks the kind's handler (worker/handlers.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update
@@ -18,18 +18,14 @@ from backend.db import Database, utcnow
 from backend.engines import EngineUnavailable
 from backend.errors import DomainError
 from backend.jobs import service
+from backend.jobs.contract import JobCancelled, JobReporter
+from backend.jobs.contract import JobOutcome as JobOutcome  # re-exported: old imports
 from backend.jobs.models import Job
-from backend.jobs.service import JobCancelled, JobReporter
+from backend.jobs.service import DatabaseReporter
 from backend.observability.logging import job_context
 from backend.observability.worker import JobObservation
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    result: dict[str, Any]
-    metrics: dict[str, Any]
 
 
 Work = Callable[[Job, JobReporter], Coroutine[Any, Any, JobOutcome]]
@@ -94,7 +90,7 @@ def _run_job(
         return False
     observed = JobObservation(job.kind)
     logger.info("job %s (%s) started, attempt %d", job_id, job.kind, job.attempts)
-    reporter = JobReporter(database, job_id)
+    reporter: JobReporter = DatabaseReporter(database, job_id)
     heartbeat = _Heartbeat(database, job_id, heartbeat_s)
     heartbeat.start()
     try:

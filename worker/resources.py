@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
+import backend.models  # noqa: F401  (every model mapped before the first query)
 from backend.adapters.storage import adapter_store
 from backend.config import get_settings
 from backend.db import Database

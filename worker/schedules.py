@@ -11,6 +11,7 @@ from celery import Celery
 from backend.config import get_settings
 from backend.db import Database
 from backend.errors import Conflict, QuotaExceeded, Unavailable
+from backend.jobs.contract import TrainParams, Trigger
 from backend.jobs.models import JobKind
 from backend.jobs.service import start_job
 from backend.limits.service import Limits, default_limits
@@ -40,7 +41,7 @@ def fire_due(
                         tenant_id=schedule.tenant_id,
                         agent_id=schedule.agent_id,
                         kind=JobKind.TRAIN,
-                        params={"trigger": "schedule", "why": decision.reason},
+                        params=TrainParams(trigger=Trigger.SCHEDULE, why=decision.reason),
                         exclusive=True,
                         limits=limits,
                     )

@@ -1,4 +1,9 @@
-"""Celery tasks: thin wrappers that take ids and call code that runs without Celery."""
+"""Celery tasks: thin wrappers that take ids and call code that runs without Celery.
+
+One task runs every job (`RUN_TASK`: job id and kind), on the kind's queue; the kind's handler
+is imported when a job of that kind first runs (worker/handlers.py), so importing this module
+imports no learning code: a fast worker never loads torch. The periodic tasks are beat's.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +11,48 @@ import logging
 import uuid
 from datetime import timedelta
 
-from backend.jobs.models import Job
-from backend.jobs.queue import (
-    EVALUATE_TASK,
+from backend.jobs.contract import (
     FAST_LOOP_TRIGGER_TASK,
-    OPTIMIZE_TASK,
     REAP_TASK,
+    RUN_TASK,
     SCHEDULES_TASK,
-    TRAIN_TASK,
-    dispatch_job,
+    JobOutcome,
+    JobReporter,
 )
-from backend.jobs.service import JobReporter, reap_stale_jobs
+from backend.jobs.models import Job
+from backend.jobs.queue import dispatch_job
+from backend.jobs.service import reap_stale_jobs
 from backend.limits.service import default_limits
-from backend.lm import reflection_lm
 from worker.app import celery_app
-from worker.evaluation import evaluate_agent
-from worker.fast.optimizer import optimize_agent
 from worker.fast.triggers import dispatch_due
-from worker.jobs import JobOutcome, run_job
+from worker.handlers import run_handler
+from worker.jobs import run_job
 from worker.resources import resources
 from worker.schedules import fire_due
-from worker.slow.trainer import train_agent
 
 logger = logging.getLogger(__name__)
 
 
-@celery_app.task(name=EVALUATE_TASK)  # type: ignore[untyped-decorator]
-def evaluate(job_id: str) -> None:
+@celery_app.task(name=RUN_TASK)  # type: ignore[untyped-decorator]
+def run(job_id: str, kind: str) -> None:
     res = resources()
 
     async def work(job: Job, reporter: JobReporter) -> JobOutcome:
-        return await evaluate_agent(res.database, res.engine, res.store, job, reporter)
+        return await run_handler(res, job, reporter, kind=kind)
 
     run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
 
 
-@celery_app.task(name=OPTIMIZE_TASK)  # type: ignore[untyped-decorator]
-def optimize(job_id: str) -> None:
-    res = resources()
-    lm = reflection_lm(res.settings, res.engine)
-
-    async def work(job: Job, reporter: JobReporter) -> JobOutcome:
-        return await optimize_agent(res.database, res.engine, res.store, lm, job, reporter)
-
-    run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
+def _legacy(kind: str) -> None:
+    # Messages a version before the single task queued (one task name per kind, job id only)
+    # still run after an upgrade: drop these once no such message can be left in a queue.
+    @celery_app.task(name=f"fastslow.jobs.{kind}")  # type: ignore[untyped-decorator]
+    def legacy(job_id: str) -> None:
+        run(job_id, kind)
 
 
-@celery_app.task(name=TRAIN_TASK)  # type: ignore[untyped-decorator]
-def train(job_id: str) -> None:
-    res = resources()
-    lm = reflection_lm(res.settings, res.engine)
-
-    async def work(job: Job, reporter: JobReporter) -> JobOutcome:
-        return await train_agent(
-            res.database, res.engine, res.store, lm, job, reporter, res.settings
-        )
-
-    run_job(res.database, uuid.UUID(job_id), work, res.run, heartbeat_s=res.heartbeat_s)
+for _kind in ("evaluate", "optimize", "train"):
+    _legacy(_kind)
 
 
 @celery_app.task(name=FAST_LOOP_TRIGGER_TASK)  # type: ignore[untyped-decorator]

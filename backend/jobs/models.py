@@ -9,6 +9,7 @@ from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id, str_enum, utcnow
+from backend.jobs.contract import JobKind as JobKind  # defined by the contract
 
 
 class JobStatus(enum.StrEnum):
@@ -21,12 +22,6 @@ class JobStatus(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class JobKind(enum.StrEnum):
-    EVALUATE = "evaluate"
-    OPTIMIZE = "optimize"
-    TRAIN = "train"
 
 
 class Job(Base):

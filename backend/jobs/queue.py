@@ -1,5 +1,6 @@
-"""The contract between the API (producer) and the workers (consumers): task names, queues,
-payloads, and the Celery app both sides build from the same settings."""
+"""The Celery side of the job contract (backend/jobs/contract.py): the app both the API
+(producer) and the workers (consumers) build from the same settings, its routing, and
+`dispatch_job`."""
 
 from __future__ import annotations
 
@@ -11,32 +12,24 @@ from celery import Celery
 
 from backend.config import Settings
 from backend.errors import Unavailable
-from backend.jobs.models import JobKind
+from backend.jobs.contract import (
+    FAST_LOOP_TRIGGER_TASK,
+    MAINTENANCE_QUEUE,
+    REAP_TASK,
+    RUN_TASK,
+    SCHEDULES_TASK,
+    job_payload,
+    queue_of,
+)
+from backend.jobs.contract import QUEUES as QUEUES
 
 logger = logging.getLogger(__name__)
 
-EVALUATE_TASK = "fastslow.jobs.evaluate"
-OPTIMIZE_TASK = "fastslow.jobs.optimize"
-TRAIN_TASK = "fastslow.jobs.train"
-REAP_TASK = "fastslow.jobs.reap_stale"
-FAST_LOOP_TRIGGER_TASK = "fastslow.fast_loop.dispatch_due"
-SCHEDULES_TASK = "fastslow.schedules.fire_due"
-
-# `fast`: prompt optimisation and evaluation (CPU is fine); `train`: LoRA RL (GPU workers);
-# `maintenance`: small periodic housekeeping.
-QUEUES = ("fast", "train", "maintenance")
-TASK_OF_KIND: dict[str, str] = {
-    JobKind.EVALUATE: EVALUATE_TASK,
-    JobKind.OPTIMIZE: OPTIMIZE_TASK,
-    JobKind.TRAIN: TRAIN_TASK,
-}
+# The periodic tasks; a job (RUN_TASK) goes to its kind's queue (`route_task`).
 TASK_ROUTES: dict[str, dict[str, str]] = {
-    EVALUATE_TASK: {"queue": "fast"},
-    OPTIMIZE_TASK: {"queue": "fast"},
-    TRAIN_TASK: {"queue": "train"},
-    REAP_TASK: {"queue": "maintenance"},
-    FAST_LOOP_TRIGGER_TASK: {"queue": "maintenance"},
-    SCHEDULES_TASK: {"queue": "maintenance"},
+    REAP_TASK: {"queue": MAINTENANCE_QUEUE},
+    FAST_LOOP_TRIGGER_TASK: {"queue": MAINTENANCE_QUEUE},
+    SCHEDULES_TASK: {"queue": MAINTENANCE_QUEUE},
 }
 # Long jobs: a message is redelivered only if its worker has not acked it for this long.
 VISIBILITY_TIMEOUT_S = 6 * 3600
@@ -50,9 +43,13 @@ def _transport_options(broker_url: str) -> dict[str, Any]:
     return {}
 
 
-def job_payload(job_id: uuid.UUID) -> dict[str, Any]:
-    """Every job task takes only the job id; the worker reads the rest from the database."""
-    return {"job_id": str(job_id)}
+def route_task(
+    name: str, args: Any, kwargs: dict[str, Any] | None, options: Any, task: Any = None, **_: Any
+) -> dict[str, str] | None:
+    """Celery router: a job to its kind's queue, however it is sent; the rest by name."""
+    if name == RUN_TASK and kwargs and "kind" in kwargs:
+        return {"queue": queue_of(kwargs["kind"])}
+    return TASK_ROUTES.get(name)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -62,8 +59,8 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_default_queue="maintenance",
-        task_routes=TASK_ROUTES,
+        task_default_queue=MAINTENANCE_QUEUE,
+        task_routes=(route_task,),
         broker_transport_options=_transport_options(settings.broker_url),
         broker_connection_retry_on_startup=True,
         # An error answer from the broker (Redis out of memory: "command not allowed when used
@@ -84,8 +81,10 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def dispatch_job(app: Celery, *, job_id: uuid.UUID, kind: str) -> None:
+    """Send a job to the workers of its kind's queue (RUN_TASK)."""
+    payload, queue = job_payload(job_id, kind), queue_of(kind)  # Invalid for unknown kinds
     try:
-        app.send_task(TASK_OF_KIND[kind], kwargs=job_payload(job_id))
+        app.send_task(RUN_TASK, kwargs=payload, queue=queue)
     except Exception as exc:  # kombu raises many types when the broker is down
         # The broker's error text (its address, its internals) is for the server log only.
         logger.warning("job %s not queued: the broker refused it", job_id, exc_info=True)

@@ -4,8 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from backend.jobs.contract import EvaluateOptions
 from backend.jobs.models import JobStatus
 
 
@@ -32,14 +33,5 @@ class JobRead(BaseModel):
     heartbeat_at: datetime | None
 
 
-class EvaluationCreate(BaseModel):
+class EvaluationCreate(EvaluateOptions):
     """Answer questions with the agent's live prompt and adapter and score them."""
-
-    model_config = ConfigDict(extra="forbid")
-    prompts: list[str] | None = Field(
-        None,
-        max_length=200,
-        description="Questions to ask; default: the agent's recent distinct questions.",
-    )
-    limit: int = Field(20, ge=1, le=200, description="Most recent questions to use.")
-    max_tokens: int = Field(128, ge=1, le=4096)

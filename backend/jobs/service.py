@@ -1,23 +1,30 @@
 """Jobs: created by the API, run by workers, watched by people.
 
-Workers report through `JobReporter`, which is all learning code sees of the job system: it
-runs the same with or without Celery.
+What a job's kind, parameters and messages are is the contract's (backend/jobs/contract.py);
+`start_job` refuses parameters the contract does not accept. Learning code sees the job
+system only as a `JobReporter` (the contract's protocol; `DatabaseReporter` here), so it runs
+the same with or without Celery.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.errors import Conflict, NotFound, QuotaExceeded
+from backend.jobs.contract import JobCancelled as JobCancelled  # re-exported: old imports
+from backend.jobs.contract import JobReporter as JobReporter  # re-exported: old imports
+from backend.jobs.contract import stored_params, validate_params
 from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.queue import dispatch_job
 from backend.limits.service import Limits, charge_job, refund_job
@@ -90,7 +97,7 @@ def start_job(
     tenant_id: uuid.UUID,
     agent_id: uuid.UUID | None,
     kind: str,
-    params: dict[str, Any],
+    params: BaseModel | Mapping[str, Any],
     limits: Limits,
     created_by: uuid.UUID | None = None,
     exclusive: bool = False,
@@ -98,13 +105,15 @@ def start_job(
     """Create a job, charged to the tenant's daily job budget (`limits`: the deployment's
     defaults; QuotaExceeded over it), and send it to the workers; if the broker refuses, the
     job is failed (its lock released, its charge given back) before the error propagates.
-    Kinds in EXCLUSIVE_KINDS are always exclusive."""
+    `params` must be what the contract accepts for `kind` (Invalid naming the field, before
+    anything is charged or stored). Kinds in EXCLUSIVE_KINDS are always exclusive."""
+    checked = validate_params(kind, params)
     job = create_job(
         session,
         tenant_id=tenant_id,
         agent_id=agent_id,
         kind=kind,
-        params=params,
+        params=stored_params(checked),
         created_by=created_by,
         exclusive=exclusive or kind in EXCLUSIVE_KINDS,
         limits=limits,
@@ -257,7 +266,8 @@ def retry_job(
     limits: Limits,
 ) -> Job:
     """Start a failed or cancelled job again, as a new job with the same parameters (charged
-    to the job budget like any other)."""
+    to the job budget like any other); parameters the contract no longer accepts are refused
+    (Invalid naming the field)."""
     old = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if old.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise Conflict(f"only failed or cancelled jobs can be retried; this one is {old.status}")
@@ -293,12 +303,8 @@ def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID)
     return job
 
 
-class JobCancelled(Exception):
-    """Raised by long-running code at a safe point once an admin asked to cancel the job."""
-
-
-class JobReporter:
-    """How long-running code reports progress; each report is also a heartbeat."""
+class DatabaseReporter:
+    """The `JobReporter` of a job row: each report is also a heartbeat."""
 
     def __init__(self, database: Database, job_id: uuid.UUID) -> None:
         self.database = database

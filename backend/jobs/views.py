@@ -1,22 +1,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from backend.agents.service import get_agent
-from backend.api.deps import ActorDep, AdminDep, SessionDep, default_limits
+from backend.audit.deps import ActorDep
 from backend.audit.service import Actor, log_event
-from backend.errors import Invalid
+from backend.http.deps import SessionDep
 from backend.jobs import service
+from backend.jobs.contract import JobParams, OptimizeParams, TrainParams, Trigger
 from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.schemas import EvaluationCreate, JobRead
+from backend.limits.service import default_limits
+from backend.tenants.deps import AdminDep
 from backend.tenants.service import TenantCaller
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
-agent_jobs_router = APIRouter(prefix="/api/v1/agents/{slug}", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+agent_jobs_router = APIRouter(prefix="/agents/{slug}", tags=["jobs"])
 
 
 @router.get("", response_model=list[JobRead])
@@ -86,7 +88,7 @@ def _start(
     *,
     agent_id: uuid.UUID,
     kind: JobKind,
-    params: dict[str, Any],
+    params: JobParams | EvaluationCreate,
     exclusive: bool = False,
 ) -> Job:
     job = service.start_job(
@@ -124,8 +126,6 @@ def evaluate_agent(
     evaluation per agent at a time (409 otherwise); every job counts against the tenant's
     daily job budget (429 with `Retry-After` over it)."""
     agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
-    if body.prompts is not None and not [p for p in body.prompts if p.strip()]:
-        raise Invalid("prompts must hold at least one non-empty question", param="prompts")
     return _start(
         session,
         request,
@@ -133,7 +133,7 @@ def evaluate_agent(
         actor,
         agent_id=agent.id,
         kind=JobKind.EVALUATE,
-        params=body.model_dump(),
+        params=body,  # checked again against the contract by start_job
         exclusive=True,
     )
 
@@ -152,7 +152,7 @@ def train_agent(
         actor,
         agent_id=agent.id,
         kind=JobKind.TRAIN,
-        params={"trigger": "admin"},
+        params=TrainParams(trigger=Trigger.ADMIN),
         exclusive=True,
     )
 
@@ -171,6 +171,6 @@ def optimize_agent(
         actor,
         agent_id=agent.id,
         kind=JobKind.OPTIMIZE,
-        params={"trigger": "admin"},
+        params=OptimizeParams(trigger=Trigger.ADMIN),
         exclusive=True,
     )

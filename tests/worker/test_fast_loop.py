@@ -59,7 +59,7 @@ def test_feedback_makes_a_better_prompt_go_live_by_itself(
     # Beat notices the N-th rating and starts the fast loop: nobody asks for it.
     wait_until(lambda: bool(jobs(api_server, tenant)), timeout=60, what="a triggered job")
     job = jobs(api_server, tenant)[0]
-    assert job["params"]["trigger"] == f"{len(QUESTIONS)} new ratings"
+    assert job["params"] == {"trigger": "feedback", "why": f"{len(QUESTIONS)} new ratings"}
     job = wait_for_job(api_server, tenant, job["id"])
     assert job["status"] == "succeeded", job["error"] + job["log_tail"]
     result, metrics = job["result"], job["metrics"]

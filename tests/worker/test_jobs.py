@@ -13,16 +13,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.config import Settings
 from backend.db import Database, utcnow
 from backend.engines import EngineUnavailable
 from backend.errors import Invalid
+from backend.jobs.contract import JobOutcome, JobReporter
 from backend.jobs.models import Job, JobKind, JobStatus
-from backend.jobs.service import JobReporter, create_job
+from backend.jobs.queue import dispatch_job, make_celery
+from backend.jobs.service import create_job, fail_job
 from tests.api.helpers import create_agent
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
 from worker.fast.optimizer import _public_log_line
-from worker.jobs import JobOutcome, run_job
+from worker.jobs import run_job
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +110,92 @@ def test_a_job_with_nothing_to_do_fails_with_a_reason(
         what="the job to fail",
     )
     assert "no rollouts yet" in _job(app_client, tenant, job_id)["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"max_tokens": 5000}, "max_tokens"),
+        ({"prompts": ["  "]}, "prompts"),
+        ({"prompts": "Where is my parcel?"}, "prompts"),
+        ({"retry_of": str(uuid.uuid4())}, "retry_of"),  # the API sets it, a client cannot
+    ],
+)
+def test_a_bad_evaluate_body_is_refused_naming_the_field(
+    body: dict[str, Any], field: str, app_client: TestClient, tenant: TenantKeys
+) -> None:
+    create_agent(app_client, tenant)
+    refused = app_client.post(
+        "/api/v1/agents/support/evaluate", json=body, headers=tenant.headers()
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "invalid_value"
+    assert refused.json()["detail"][0]["loc"] == ["body", field], refused.json()
+    listed = app_client.get("/api/v1/jobs", params={"agent": "support"}, headers=tenant.headers())
+    assert listed.json() == [], "nothing was started"
+
+
+def _agent_id(client: TestClient, tenant: TenantKeys) -> uuid.UUID:
+    agent = client.get("/api/v1/agents/support", headers=tenant.headers()).json()
+    return uuid.UUID(agent["id"])
+
+
+def test_a_retry_checks_the_stored_parameters_again(
+    app_client: TestClient, tenant: TenantKeys, database: Database
+) -> None:
+    """A failed job whose stored parameters the contract does not accept (written before a
+    rule, or by hand) is not started again: 422 naming the field."""
+    create_agent(app_client, tenant)
+    with database.session() as session:
+        job = create_job(
+            session,
+            tenant_id=tenant.tenant_id,
+            agent_id=_agent_id(app_client, tenant),
+            kind=JobKind.EVALUATE,
+            params={"prompts": ["Hi?"], "limit": 500},
+            created_by=None,
+        )
+        fail_job(session, job_id=job.id, error="engine down")
+    refused = app_client.post(f"/api/v1/jobs/{job.id}/retry", headers=tenant.headers())
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["param"] == "limit"
+    assert "limit" in refused.json()["detail"], refused.json()
+    listed = app_client.get("/api/v1/jobs", params={"agent": "support"}, headers=tenant.headers())
+    assert [j["id"] for j in listed.json()] == [str(job.id)], "no new job"
+
+
+def test_a_job_with_bad_stored_parameters_fails_on_the_worker_naming_the_field(
+    app_client: TestClient,
+    tenant: TenantKeys,
+    database: Database,
+    settings: Settings,
+    worker: Process,
+) -> None:
+    """The worker checks a job's parameters against the contract before it runs it: a row
+    that does not match fails with the field named, and no traceback."""
+    create_agent(app_client, tenant)
+    with database.session() as session:
+        job = create_job(
+            session,
+            tenant_id=tenant.tenant_id,
+            agent_id=_agent_id(app_client, tenant),
+            kind=JobKind.EVALUATE,
+            params={"prompts": ["Hi?"], "max_tokens": 0},
+            created_by=None,
+        )
+    dispatch_job(make_celery(settings), job_id=job.id, kind=job.kind)
+    wait_until(
+        lambda: _job(app_client, tenant, str(job.id))["status"] == "failed",
+        timeout=120,
+        what="the job to fail",
+    )
+    seen = _job(app_client, tenant, str(job.id))
+    assert seen["error"] == (
+        "invalid evaluate parameters: max_tokens: Input should be greater than or equal to 1"
+    ), seen["error"]
+    assert seen["started_at"] is not None, "a worker claimed it"
+    assert "Traceback" not in seen["error"] + seen["log_tail"]
 
 
 def test_beat_reaps_jobs_whose_worker_died(

@@ -20,6 +20,7 @@ from backend.agents.service import fast_loop_settings
 from backend.config import get_settings
 from backend.db import Database, utcnow
 from backend.errors import Conflict, QuotaExceeded, Unavailable
+from backend.jobs.contract import OptimizeParams, Trigger
 from backend.jobs.models import Job, JobKind
 from backend.jobs.service import ran_or_will_run, start_job
 from backend.limits.service import Limits, default_limits
@@ -80,7 +81,7 @@ def dispatch_due(
                     tenant_id=due.tenant_id,
                     agent_id=due.agent_id,
                     kind=JobKind.OPTIMIZE,
-                    params={"trigger": due.reason},
+                    params=OptimizeParams(trigger=Trigger.FEEDBACK, why=due.reason),
                     exclusive=True,
                     limits=limits,
                 )
