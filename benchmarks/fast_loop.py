@@ -54,7 +54,7 @@ from backend.simulation import (  # noqa: E402
     strict_user,
 )
 from backend.simulation.platform import Platform, start_platform  # noqa: E402
-from worker.fast.data import load_examples, split  # noqa: E402
+from worker.dataset import load_examples, split  # noqa: E402
 
 BASE_MODEL = os.environ.get(
     "FASTSLOW_BASE_MODEL", str(REPO / "data" / "models" / "SmolLM2-135M-Instruct")

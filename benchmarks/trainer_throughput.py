@@ -9,7 +9,7 @@ temperature, KL coefficient and reward (our scorer), measured side by side in on
 
 Prints median step time, completion tokens generated per second of step time, and the ratios.
 Ours takes no optimiser step where every group's rewards are equal (nothing to learn, see
-`worker.slow.trainer.step_kind`); TRL trains on every step. So that both sides are measured on
+`worker.slow.update.step_kind`); TRL trains on every step. So that both sides are measured on
 the same work, ours counts only the steps it trained on; the skipped ones are reported apart.
 Run: .venv/bin/pip install 'fastslow[bench]' && .venv/bin/python benchmarks/trainer_throughput.py
 
@@ -45,7 +45,7 @@ from backend.agents.service import create_agent  # noqa: E402
 from backend.config import Settings  # noqa: E402
 from backend.db import Database  # noqa: E402
 from backend.engines import build_engine  # noqa: E402
-from backend.jobs.service import JobReporter, claim_job, create_job  # noqa: E402
+from backend.jobs.service import DatabaseReporter, claim_job, create_job  # noqa: E402
 from backend.lm import EngineLM  # noqa: E402
 from backend.rollouts.models import Rollout  # noqa: E402
 from backend.scoring.checks import score_checks  # noqa: E402
@@ -158,7 +158,7 @@ def ours(args: argparse.Namespace, tmp: Path, model: Path) -> list[dict[str, flo
         assert claimed is not None
     steps: list[dict[str, float]] = []
 
-    class Recorder(JobReporter):
+    class Recorder(DatabaseReporter):
         def progress(self, step: int, total: int, metrics: dict[str, Any] | None = None) -> None:
             if metrics:
                 steps.append({k: v for k, v in metrics.items() if isinstance(v, float)})

@@ -1,4 +1,4 @@
-"""Narrow tests of the fast loop's pieces: proposal guards, the adapter's proposers (with a
+"""Narrow tests of the fast loop's pieces: proposal guards, the GEPA program's proposers (with a
 scripted LM at the boundary), the data split, the scorer."""
 
 from __future__ import annotations
@@ -9,13 +9,17 @@ from typing import Any, TypeVar
 
 import pytest
 
+from backend.agents.schemas import FastLoopSettings
 from backend.engines import ChatMessage, SamplingParams
 from backend.lm import Completion
+from backend.prompts.context import decode_demonstrations
 from backend.scoring.scorer import Scorer, word_f1
 from backend.scoring.spec import RewardSpec
-from worker.fast.adapter import FastLoopAdapter, decode_demonstrations
-from worker.fast.data import Demonstration, Example, in_validation, split
+from worker.dataset import Example, Question, in_validation, place, split
+from worker.fast.demonstrations import Demonstration
 from worker.fast.guards import ProposalRejected, check_instructions
+from worker.fast.population import Member, gate
+from worker.fast.program import ContextProgram
 
 T = TypeVar("T")
 PARENT = "You are a helpful support agent."
@@ -74,12 +78,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def adapter(lm: ScriptedLM, spec: RewardSpec, pool: list[Demonstration]) -> FastLoopAdapter:
-    return FastLoopAdapter(
+def program(lm: ScriptedLM, spec: RewardSpec, pool: list[Demonstration]) -> ContextProgram:
+    return ContextProgram(
         run=run,
         engine=None,  # type: ignore[arg-type]  # proposals never generate answers
         scorer=Scorer(spec),
-        adapter=None,
+        lora=None,
         sampling=SamplingParams(max_tokens=8),
         lm=lm,
         pool=pool,
@@ -106,7 +110,7 @@ def test_rules_first_then_reflection_and_bad_reflections_are_refused() -> None:
         Completion("Keep answers under five words; be", truncated=True),
         Completion("Answer in five words or fewer.", truncated=False),
     )
-    fast = adapter(lm, spec, [])
+    fast = program(lm, spec, [])
     long_answer = "This is a long answer with many more words than five."
     dataset = {"instructions": [record(long_answer, HOSTILE)]}
     first = fast.propose_new_texts({"instructions": PARENT}, dataset, ["instructions"])
@@ -133,7 +137,7 @@ def test_demonstrations_come_from_gold_exchanges_that_satisfy_the_checks() -> No
         Demonstration("q2", "Short answer.", "correction"),
         Demonstration("q3", "Also short.", "correction"),
     ]
-    fast = adapter(ScriptedLM(), spec, pool)
+    fast = program(ScriptedLM(), spec, pool)
     proposal = fast.propose_new_texts(
         {"instructions": PARENT, "demonstrations": "[]"},
         {"demonstrations": [record("x")]},
@@ -147,7 +151,7 @@ def test_demonstrations_come_from_gold_exchanges_that_satisfy_the_checks() -> No
     assert fast.stats.rejected == {"breaks the checks": 1}
 
     # Too few pass: the rest stay in the pool, ranked after those that pass.
-    fewer = adapter(ScriptedLM(), spec, pool[:2])
+    fewer = program(ScriptedLM(), spec, pool[:2])
     assert [d.question for d in fewer.pool] == ["q2", "q1"]
     assert fewer.stats.rejected == {}
 
@@ -161,8 +165,55 @@ def test_split_is_stable_as_data_grows() -> None:
     _, val_small = split(small, 0.3)
     _, val_large = split(large, 0.3)
     assert {e.rollout_id for e in val_small} <= {e.rollout_id for e in val_large}
-    share = sum(in_validation(e.rollout_id, 0.3) for e in large) / len(large)
+    share = sum(in_validation(e, 0.3) for e in large) / len(large)
     assert 0.2 < share < 0.4
+
+
+def test_both_loops_split_by_the_question_and_keep_both_sides_non_empty() -> None:
+    def example(i: int, question: str) -> Example:
+        return Example(f"chatcmpl-{i}", [{"role": "user", "content": question}], "a", None, 0.0)
+
+    # The same question asked again is on one side only, whichever rollout carries it.
+    asked = [example(i, f"q{i % 10}") for i in range(40)]
+    train, validation = split(asked, 0.5)
+    assert not {e.question for e in train} & {e.question for e in validation}
+    # The slow loop's questions fall where the fast loop's examples of them do.
+    questions = [Question(e.conversation) for e in asked[:10]]
+    _, held_out = split(questions, 0.5)
+    assert {q.text for q in held_out} == {e.question for e in validation}
+
+    # Tiny data: everything hashes to one side; the question nearest the boundary crosses,
+    # with every example of it, and both sides keep the order they were given in.
+    two = [example(0, "q0"), example(1, "q1"), example(2, "q0")]
+    for fraction, crossing in ((1e-9, min(two, key=place)), (1 - 1e-9, max(two, key=place))):
+        train, validation = split(two, fraction)
+        moved = validation if fraction < 0.5 else train
+        assert {e.question for e in moved} == {crossing.question}
+        assert len(moved) == sum(e.question == crossing.question for e in two)
+        assert train == [e for e in two if e in train], "the given order is kept"
+    # Only one question: one example crosses (both sides non-empty beats no run).
+    train, validation = split([example(0, "q"), example(1, "q")], 1e-9)
+    assert (len(train), len(validation)) == (1, 1)
+    assert split([example(0, "q")], 1e-9) == ([example(0, "q")], [])
+
+
+def test_fast_gate_reasons_and_that_it_only_promotes_a_real_gain() -> None:
+    settings = FastLoopSettings(margin=0.1)
+    best = Member("Be brief.", "[]", 0.8, index=3)
+
+    def decided(member: Member = best, seed: float = 0.5, **kw: bool) -> tuple[bool, str]:
+        s = settings.model_copy(update={"pinned": kw.get("pinned", False)})
+        return gate(member, seed, s, live_moved=kw.get("moved", False))
+
+    assert decided() == (True, "validation 0.500 -> 0.800")
+    assert decided(Member("x", "[]", 0.5, index=0)) == (False, "no candidate beat the live version")
+    assert decided(seed=0.8) == (False, "no candidate beat the live version")
+    assert decided(seed=0.75) == (False, "best candidate gained 0.050, below the margin 0.1")
+    assert decided(pinned=True) == (False, "the prompt is pinned")
+    assert decided(moved=True) == (
+        False,
+        "the live version changed during the run; not promoting over it",
+    )
 
 
 def test_scorer_combines_checks_and_correction() -> None:

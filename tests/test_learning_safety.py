@@ -29,8 +29,9 @@ from backend.engines import ChatMessage, SamplingParams
 from backend.engines.local import LocalEngine
 from backend.errors import NotFound
 from backend.jobs.models import JobKind
-from backend.jobs.service import JobReporter, claim_job, create_job
+from backend.jobs.service import DatabaseReporter, claim_job, create_job
 from backend.lm import Completion
+from backend.prompts.context import encode_demonstrations
 from backend.prompts.models import PromptVersion
 from backend.rollouts.models import Rollout
 from backend.rollouts.service import record_rollout, submit_feedback
@@ -39,11 +40,11 @@ from backend.scoring.scorer import Scorer
 from backend.scoring.spec import RewardSpec
 from backend.simulation import SUPPORT_QUESTIONS
 from tests.conftest import TenantKeys
-from worker.fast.adapter import FastLoopAdapter, encode_demonstrations
-from worker.fast.data import Demonstration, Example, demonstration_pool, load_examples
+from worker.dataset import Example, load_examples, load_questions
+from worker.fast.demonstrations import Demonstration, demonstration_pool
 from worker.fast.guards import ProposalRejected, check_instructions, vet_context, vet_text
 from worker.fast.optimizer import optimize_agent
-from worker.slow.data import load_questions
+from worker.fast.program import ContextProgram
 
 # What hostile users of tenant A write. Each tries to make the optimiser put an instruction,
 # another tenant's data or a phishing line into A's prompt; one tries to break out of the
@@ -129,11 +130,11 @@ def assert_data_is_quoted(prompt: list[ChatMessage]) -> None:
 
 def test_reflection_prompt_quotes_comments_corrections_and_answers() -> None:
     lm = TakenOverLM()
-    fast = FastLoopAdapter(
+    fast = ContextProgram(
         run=asyncio.run,
         engine=None,  # type: ignore[arg-type]  # proposals never generate answers
         scorer=Scorer(SPEC),
-        adapter=None,
+        lora=None,
         sampling=SamplingParams(max_tokens=8),
         lm=lm,
         pool=[],
@@ -204,11 +205,11 @@ def test_guards_keep_numbers_the_parent_had_and_plain_rules() -> None:
 
 
 def test_hostile_exchanges_are_never_demonstrations() -> None:
-    fast = FastLoopAdapter(
+    fast = ContextProgram(
         run=asyncio.run,
         engine=None,  # type: ignore[arg-type]
         scorer=Scorer(SPEC),
-        adapter=None,
+        lora=None,
         sampling=SamplingParams(max_tokens=8),
         lm=TakenOverLM(),
         pool=[
@@ -348,11 +349,11 @@ def test_planted_corrections_never_become_demonstrations() -> None:
             zip(SUPPORT_QUESTIONS, [*PLANTED.values(), *benign], strict=False)
         )
     ]
-    fast = FastLoopAdapter(
+    fast = ContextProgram(
         run=asyncio.run,
         engine=None,  # type: ignore[arg-type]  # proposals never generate answers
         scorer=Scorer(RewardSpec()),
-        adapter=None,
+        lora=None,
         sampling=SamplingParams(max_tokens=8),
         lm=TakenOverLM(),
         pool=demonstration_pool(examples),
@@ -407,11 +408,11 @@ def test_a_candidate_context_is_refused_as_a_whole() -> None:
                 )
 
     # Scoring: a refused candidate is never answered with (no engine here) and scores 0.
-    fast = FastLoopAdapter(
+    fast = ContextProgram(
         run=asyncio.run,
         engine=None,  # type: ignore[arg-type]
         scorer=Scorer(RewardSpec()),
-        adapter=None,
+        lora=None,
         sampling=SamplingParams(max_tokens=8),
         lm=TakenOverLM(),
         pool=[],
@@ -604,7 +605,7 @@ def test_optimisation_round_refuses_the_injection(
             adapter_store(settings),
             lm,
             claimed,
-            JobReporter(database, job.id),
+            DatabaseReporter(database, job.id),
         )
     )
 
@@ -697,7 +698,7 @@ def test_planted_corrections_never_reach_a_stored_or_promoted_prompt(
             adapter_store(settings),
             ObedientLM(),
             claimed,
-            JobReporter(database, job.id),
+            DatabaseReporter(database, job.id),
         )
     )
     with database.session() as session:

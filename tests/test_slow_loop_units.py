@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import torch
 
 from backend.agents.schemas import SlowLoopSettings
 from backend.engines import ChatMessage
+from backend.prompts.context import Context
+from worker.slow.assess import gate
+from worker.slow.checkpoints import TrainingState
 from worker.slow.loss import completion_logprobs, group_advantages, policy_loss
-from worker.slow.trainer import gate, step_kind
+from worker.slow.update import step_kind
 
 
 def test_group_advantages_normalise_within_each_group() -> None:
@@ -114,6 +118,9 @@ def test_gate_decides_both_ways() -> None:
     assert not gate({**good, "kl_to_base": 0.5}, settings)[0], "too far from the base"
     refused, reason = gate({**good, "retention_drop": 0.3}, settings)
     assert not refused and "base-skill" in reason
+    # A broken measurement (NaN) never promotes.
+    for key in ("candidate_reward", "kl_to_base", "retention_drop"):
+        assert not gate({**good, key: math.nan}, settings)[0], key
 
 
 def test_an_anchor_step_pulls_a_drifted_adapter_back_toward_the_base(base_model_dir: Path) -> None:
@@ -206,3 +213,18 @@ def test_a_step_trains_on_reward_spread_anchors_when_solved_and_skips_when_all_f
     assert step_kind(solved, torch.zeros(4), off) == "none"
     assert step_kind(failed, torch.zeros(4), on) == "none"
     assert step_kind(half, torch.zeros(4), on) == "none"
+
+
+def test_a_checkpointed_state_resumes_the_same_draws_and_contexts() -> None:
+    live = Context("Be brief.", [{"role": "user", "content": "q"}], 3)
+    state = TrainingState.restore(None, seed=7, contexts=[live])
+    assert (state.step, state.contexts, state.curves) == (0, [live], {})
+    state.rng.random()
+    state.step = 2
+    state.contexts = [Context.from_candidate("Refreshed.", "[]")]
+    state.record({"reward": 0.5, "loss": 0.1})
+    resumed = TrainingState.restore(
+        json.loads(json.dumps(state.snapshot())), seed=7, contexts=[live]
+    )
+    assert (resumed.step, resumed.contexts, resumed.curves) == (2, state.contexts, state.curves)
+    assert [resumed.rng.random() for _ in range(3)] == [state.rng.random() for _ in range(3)]

@@ -2,6 +2,9 @@
 the Pareto population, and promote the best candidate only if it beats the live version on the
 validation set by the agent's margin.
 
+    load the rated examples -> search_population (GEPA; worker/fast/program.py runs candidates)
+    -> record (worker/fast/population.py: store the population, decide, activate)
+
 Runs without Celery: `optimize_agent` takes the database, the engine, the LM and a reporter.
 GEPA is synchronous, so it runs in a thread while this event loop serves its engine calls.
 """
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Collection, Coroutine, Mapping, Sequence
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -26,7 +29,6 @@ from gepa.core.callbacks import (
 )
 from gepa.core.result import GEPAResult
 from gepa.utils import StopperProtocol
-from sqlalchemy import select
 
 from backend.adapters.activation import adapter_ref
 from backend.adapters.storage import AdapterStore
@@ -36,23 +38,17 @@ from backend.agents.service import agent_by_id, fast_loop_settings
 from backend.db import Database
 from backend.engines import AdapterRef, Engine, EngineUnavailable, SamplingParams
 from backend.errors import Invalid
+from backend.jobs.contract import JobCancelled, JobOutcome, JobReporter
 from backend.jobs.models import Job
-from backend.jobs.service import JobCancelled, JobReporter
 from backend.lm import TextLM
-from backend.prompts.models import PromptSource, PromptVersion
-from backend.prompts.service import activate_prompt_version, create_prompt_version
+from backend.prompts.context import Context, encode_demonstrations
 from backend.scoring.scorer import Scorer, recurring_complaints
 from backend.scoring.spec import RewardSpec
-from worker.fast.adapter import (
-    DEMONSTRATIONS,
-    INSTRUCTIONS,
-    FastLoopAdapter,
-    decode_demonstrations,
-    encode_demonstrations,
-)
-from worker.fast.data import Example, demonstration_pool, load_examples, split
+from worker.dataset import Example, load_examples, split
+from worker.fast.demonstrations import demonstration_pool
 from worker.fast.guards import ProposalRejected
-from worker.jobs import JobOutcome
+from worker.fast.population import Member, record
+from worker.fast.program import DEMONSTRATIONS, INSTRUCTIONS, ContextProgram
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,12 +61,12 @@ class _Progress(StopperProtocol):
     """GEPA callback + logger + stopper: reports to the job, stops on repeated system errors."""
 
     def __init__(
-        self, reporter: JobReporter, budget: int, adapter: FastLoopAdapter, report_progress: bool
+        self, reporter: JobReporter, budget: int, program: ContextProgram, report_progress: bool
     ) -> None:
         self.reporter = reporter
         self.report_progress = report_progress
         self.budget = budget
-        self.adapter = adapter
+        self.program = program
         self.metric_calls = 0
         self.candidates = 1
         self.seed_score: float | None = None
@@ -104,7 +100,7 @@ class _Progress(StopperProtocol):
             "candidates": self.candidates,
             "seed_score": self.seed_score,
             "best_score": self.best_score,
-            "proposals": self.adapter.stats.as_dict(),
+            "proposals": self.program.stats.as_dict(),
         }
 
     def on_budget_updated(self, event: BudgetUpdatedEvent) -> None:
@@ -147,16 +143,6 @@ def _public_log_line(message: str) -> str:
     return message
 
 
-@dataclass(frozen=True)
-class Member:
-    """A candidate context of the population, with its validation score."""
-
-    instructions: str
-    demonstrations: str
-    score: float
-    index: int
-
-
 def _population(result: Any, size: int, refused: Collection[int] = ()) -> list[Member]:
     """The Pareto front (candidates best on some validation question), best average first,
     topped up with the best of the rest, at most `size`; never a `refused` candidate."""
@@ -196,16 +182,16 @@ async def search_population(
     lm: TextLM,
     spec: RewardSpec,
     examples: list[Example],
-    seed_instructions: str,
-    seed_demonstrations: Sequence[Mapping[str, Any]],
-    adapter: AdapterRef | None,
+    seed_context: Context,
+    lora: AdapterRef | None,
     settings: FastLoopSettings,
     max_tokens: int,
     reporter: JobReporter,
     seed: int,
     report_progress: bool = True,
 ) -> Search:
-    """Optimise a context with GEPA on rated examples, answered by `engine` with `adapter`.
+    """Optimise a context with GEPA on rated examples, answered by `engine` with the LoRA
+    `lora` (None: the base model), starting from `seed_context`.
 
     The fast loop runs it on the live adapter; the slow loop on its in-training adapter, to
     refresh the contexts it samples (FST interleaving).
@@ -232,14 +218,14 @@ async def search_population(
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     seed_candidate = {
-        INSTRUCTIONS: seed_instructions,
-        DEMONSTRATIONS: encode_demonstrations(seed_demonstrations),
+        INSTRUCTIONS: seed_context.instructions,
+        DEMONSTRATIONS: encode_demonstrations(seed_context.demonstrations),
     }
-    gepa_adapter = FastLoopAdapter(
+    program = ContextProgram(
         run=run,
         engine=engine,
         scorer=scorer,
-        adapter=adapter,
+        lora=lora,
         sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
         lm=lm,
         pool=pool,
@@ -247,14 +233,14 @@ async def search_population(
         seed=seed,
         seed_candidate=seed_candidate,
     )
-    progress = _Progress(reporter, settings.budget, gepa_adapter, report_progress)
+    progress = _Progress(reporter, settings.budget, program, report_progress)
 
     def run_gepa() -> GEPAResult[str, int]:
         return optimize(
             seed_candidate=seed_candidate,
             trainset=train,
             valset=validation,
-            adapter=gepa_adapter,
+            adapter=program,  # GEPA's name for it
             max_metric_calls=settings.budget,
             reflection_minibatch_size=min(3, len(train)),
             candidate_selection_strategy="pareto",
@@ -285,7 +271,7 @@ async def search_population(
     refused = {
         i
         for i, candidate in enumerate(result.candidates)
-        if i and gepa_adapter.refusal(candidate) is not None
+        if i and program.refusal(candidate) is not None
     }
     if refused:
         reporter.log(f"{len(refused)} candidate(s) refused by the guards; not kept")
@@ -322,109 +308,23 @@ async def optimize_agent(
     live = agent.live_prompt
     if live is None:
         raise Invalid("the agent has no live prompt version")
-    live_adapter = (
-        await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
-        if agent.live_adapter
-        else None
-    )
+    live_lora = await asyncio.to_thread(adapter_ref, agent.live_adapter, store)
     reporter.log(f"seed: live prompt v{live.version}")
     search = await search_population(
         engine=engine,
         lm=lm,
         spec=RewardSpec.model_validate(agent.reward or {}),
         examples=examples,
-        seed_instructions=live.instructions,
-        seed_demonstrations=live.demonstrations,
-        adapter=live_adapter,
+        seed_context=Context.of(live),
+        lora=live_lora,
         settings=settings,
         max_tokens=min(settings.max_tokens, agent.max_tokens_cap),
         reporter=reporter,
         seed=int(uuid.UUID(str(job.id)).int % 2**31),
     )
     outcome = await asyncio.to_thread(
-        _record, database, agent.id, live.id, job.id, search.members, search.seed_score, settings
+        record, database, agent.id, live.id, job.id, search.members, search.seed_score, settings
     )
     reporter.progress(settings.budget, settings.budget, search.metrics)
     reporter.log(outcome["reason"])
     return JobOutcome(result=outcome, metrics=search.metrics)
-
-
-def _record(
-    database: Database,
-    agent_id: uuid.UUID,
-    seed_version_id: uuid.UUID,
-    job_id: uuid.UUID,
-    members: list[Member],
-    seed_score: float,
-    settings: FastLoopSettings,
-) -> dict[str, Any]:
-    """Store the population as prompt versions and apply the promotion gate."""
-    with database.session() as session:
-        agent = session.scalars(select(Agent).where(Agent.id == agent_id)).unique().one()
-        seed_version = session.get(PromptVersion, seed_version_id)
-        assert seed_version is not None
-        population: list[dict[str, Any]] = []
-        versions: dict[int, PromptVersion] = {}
-        for member in members:
-            if member.index == 0:
-                row = seed_version
-            else:
-                row = create_prompt_version(
-                    session,
-                    agent=agent,
-                    instructions=member.instructions,
-                    demonstrations=decode_demonstrations(member.demonstrations),
-                    source=PromptSource.OPTIMIZER,
-                    parent_id=seed_version.id,
-                    note=f"fast loop candidate (validation {member.score:.3f})",
-                    scores={"validation": member.score, "live_validation": seed_score},
-                    job_id=job_id,
-                    activate=False,
-                )
-            versions[member.index] = row
-            population.append(
-                {"prompt_version_id": str(row.id), "version": row.version, "score": member.score}
-            )
-        agent.population = population
-        session.commit()
-
-        best = members[0]
-        gain = best.score - seed_score
-        summary = {
-            "seed_version": seed_version.version,
-            "seed_score": seed_score,
-            "best_score": best.score,
-            "population": population,
-        }
-        if best.index == 0 or gain <= 0:
-            return {**summary, "outcome": "kept", "reason": "no candidate beat the live version"}
-        if gain < settings.margin:
-            return {
-                **summary,
-                "outcome": "kept",
-                "reason": f"best candidate gained {gain:.3f}, below the margin {settings.margin}",
-            }
-        if settings.pinned:
-            return {**summary, "outcome": "kept", "reason": "the prompt is pinned"}
-        session.refresh(agent)
-        if agent.live_prompt_version_id != seed_version.id:
-            return {
-                **summary,
-                "outcome": "kept",
-                "reason": "the live version changed during the run; not promoting over it",
-            }
-        winner = versions[best.index]
-        activate_prompt_version(
-            session,
-            agent=agent,
-            version=winner.version,
-            reason=f"fast loop: validation {seed_score:.3f} -> {best.score:.3f}",
-            job_id=job_id,
-        )
-        return {
-            **summary,
-            "outcome": "promoted",
-            "promoted_version": winner.version,
-            "reason": f"promoted v{winner.version}: "
-            f"validation {seed_score:.3f} -> {best.score:.3f}",
-        }

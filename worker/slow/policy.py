@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer
 
 from backend.agents.schemas import SlowLoopSettings
-from backend.basemodel import load_causal_lm, torch_device
+from backend.base_checkpoint import load_causal_lm, torch_device
 from backend.engines import ChatMessage
 from worker.slow.loss import completion_logprobs, policy_loss
 

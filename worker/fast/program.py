@@ -1,4 +1,6 @@
-"""Our GEPA adapter: how a candidate context is run, scored, reflected on and mutated.
+"""The agent's context as the program GEPA optimises (our `GEPAAdapter`, named here for what it
+is, since "adapter" elsewhere means a LoRA): how a candidate context is run, scored, reflected
+on and mutated.
 
 A candidate has two components:
 - `instructions`: the system text,
@@ -22,7 +24,6 @@ failures (the engine is down) raise.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -41,10 +42,11 @@ from backend.engines import (
     SamplingParams,
 )
 from backend.lm import LMError, TextLM
-from backend.runtime.agent import build_context
+from backend.prompts.context import Context, decode_demonstrations, encode_demonstrations
 from backend.scoring.checks import describe, score_checks
 from backend.scoring.scorer import Scorer
-from worker.fast.data import Demonstration, Example
+from worker.dataset import Example
+from worker.fast.demonstrations import Demonstration
 from worker.fast.guards import (
     HOSTILE,
     ProposalRejected,
@@ -62,15 +64,6 @@ REFLECTION_EXAMPLES = 4
 REFLECTION_MAX_TOKENS = 192
 RULES_HEADING = "Rules:"
 QUOTE_CHARS = 400
-
-
-def encode_demonstrations(turns: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps([{"role": t["role"], "content": t["content"]} for t in turns])
-
-
-def decode_demonstrations(text: str) -> list[ChatMessage]:
-    turns = json.loads(text) if text.strip() else []
-    return [{"role": t["role"], "content": t["content"]} for t in turns]
 
 
 @dataclass
@@ -91,14 +84,16 @@ def _quote(text: str) -> str:
     return f"<<<{text}>>>"
 
 
-class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
+class ContextProgram(GEPAAdapter[Example, dict[str, Any], str]):
+    """A candidate context, answered by `engine` with the LoRA `lora` (None: the base model)."""
+
     def __init__(
         self,
         *,
         run: Runner[Any],
         engine: Engine,
         scorer: Scorer,
-        adapter: AdapterRef | None,
+        lora: AdapterRef | None,
         sampling: SamplingParams,
         lm: TextLM,
         pool: list[Demonstration],
@@ -110,7 +105,7 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
         self._run = run
         self.engine = engine
         self.scorer = scorer
-        self.adapter = adapter
+        self.lora = lora
         self.sampling = sampling
         self.lm = lm
         self.k = demonstrations_per_candidate
@@ -189,34 +184,27 @@ class FastLoopAdapter(GEPAAdapter[Example, dict[str, Any], str]):
                 scores=[0.0 for _ in batch],
                 trajectories=trace if capture_traces else None,
             )
-        instructions = candidate[INSTRUCTIONS]
-        demonstrations = decode_demonstrations(candidate.get(DEMONSTRATIONS, ""))
-        results = self._run(self._evaluate(batch, instructions, demonstrations))
+        context = Context.from_candidate(candidate[INSTRUCTIONS], candidate.get(DEMONSTRATIONS, ""))
+        results = self._run(self._evaluate(batch, context))
         outputs = [r["answer"] for r in results]
         scores = [r["score"] for r in results]
         return EvaluationBatch(
             outputs=outputs, scores=scores, trajectories=results if capture_traces else None
         )
 
-    async def _evaluate(
-        self, batch: list[Example], instructions: str, demonstrations: list[ChatMessage]
-    ) -> list[dict[str, Any]]:
-        return await asyncio.gather(
-            *(self._one(example, instructions, demonstrations) for example in batch)
-        )
+    async def _evaluate(self, batch: list[Example], context: Context) -> list[dict[str, Any]]:
+        return await asyncio.gather(*(self._one(example, context) for example in batch))
 
-    async def _one(
-        self, example: Example, instructions: str, demonstrations: list[ChatMessage]
-    ) -> dict[str, Any]:
+    async def _one(self, example: Example, context: Context) -> dict[str, Any]:
         trace: dict[str, Any] = {
             "question": example.question,
             "comments": example.comments,
             "correction": example.correction,
         }
-        messages = build_context(instructions, demonstrations, example.conversation)
+        messages = context.messages(example.conversation)
         try:
             generation = await self.engine.generate(
-                GenerationRequest(messages, self.sampling, self.adapter)
+                GenerationRequest(messages, self.sampling, self.lora)
             )
         except EngineUnavailable:
             raise
