@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+import backend.models  # noqa: F401  (every model mapped before the first query)
 from backend.config import Settings, get_settings
 
 app = typer.Typer(
@@ -70,7 +71,7 @@ def api(
     if workers > 1:
         enable_multiprocess_metrics("api")  # /metrics adds up all API processes
     uvicorn.run(
-        "backend.api.app:create_app",
+        "backend.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
@@ -101,9 +102,20 @@ def worker(
         serve_worker_metrics(settings.worker_metrics_port)
     from worker.app import celery_app
 
-    celery_app.worker_main(
-        ["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", _node()]
+    celery_app.start(
+        [
+            *_quiet(settings),
+            "worker",
+            *("-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", _node()),
+        ]
     )
+
+
+def _quiet(settings: Settings) -> list[str]:
+    """Celery's start-up banner is for operators reading a log, not for a calm console."""
+    from backend.observability.logging import calm_console
+
+    return ["--quiet"] if calm_console(settings) else []
 
 
 def _node() -> str:
@@ -124,7 +136,7 @@ def beat(
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     state = schedule_file or str(settings.data_dir / "celerybeat-schedule")
-    celery_app.start(["beat", "-s", state, "--loglevel", "INFO"])
+    celery_app.start([*_quiet(settings), "beat", "-s", state, "--loglevel", "INFO"])
 
 
 @app.command()
@@ -188,7 +200,7 @@ def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]]) -> None:
 
 def _prepare(settings: Settings) -> None:
     from backend import migrate
-    from backend.basemodel import prepare_base_model
+    from backend.base_checkpoint import prepare_base_model
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
@@ -286,7 +298,7 @@ def _slow_loop(preset: dict[str, Any] | None, steps: int | None) -> dict[str, An
 @app.command()
 def openapi() -> None:
     """Print the API's OpenAPI schema (the web UI's typed client is generated from it)."""
-    from backend.api.app import create_app
+    from backend.app import create_app
 
     typer.echo(json.dumps(create_app(get_settings()).openapi(), indent=2, sort_keys=True))
 
@@ -382,7 +394,7 @@ def model_prepare(
     force: Annotated[bool, typer.Option(help="Convert again even if present.")] = False,
 ) -> None:
     """Convert the packaged SmolLM2-135M-Instruct into a checkpoint under the data dir."""
-    from backend.basemodel import ModelPrepareError, prepare_base_model
+    from backend.base_checkpoint import ModelPrepareError, prepare_base_model
 
     _logging()
     try:

@@ -115,11 +115,9 @@ class Database:
     """One engine and session factory for one process."""
 
     def __init__(self, url: str) -> None:
-        # Every table must be known before the first query, or relationships and foreign keys
-        # between domains cannot resolve; importing the registry here makes that hold for any
-        # process that talks to the database.
-        import backend.models  # noqa: F401
-
+        # Every table must be known before the first query (relationships and foreign keys
+        # between domains resolve by name): each process's entry point imports the registry,
+        # `backend.models` (the app, the worker app, the CLI, migrations).
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

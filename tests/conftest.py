@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 from backend import migrate
 from backend.agents.models import Agent
-from backend.api.app import create_app
-from backend.basemodel import is_prepared, prepare_base_model
+from backend.app import create_app
+from backend.base_checkpoint import is_prepared, prepare_base_model
 from backend.config import DEFAULT_BASE_MODEL, Settings
 from backend.db import Database
 from backend.engines.local import LocalEngine

@@ -26,7 +26,7 @@ def test_the_ui_client_is_generated_from_the_current_schema() -> None:
     """The UI's typed client comes from frontend/src/api/openapi.json; it must be the API's."""
     import json
 
-    from backend.api.app import create_app
+    from backend.app import create_app
     from backend.config import Settings
 
     committed = json.loads((REPO / "frontend" / "src" / "api" / "openapi.json").read_text())

@@ -12,7 +12,7 @@ import httpx
 import psutil
 from openai import OpenAI
 
-from backend.basemodel import is_prepared
+from backend.base_checkpoint import is_prepared
 from tests.support import VENV_BIN, Process, free_port, wait_until
 
 SERVER_VARS = ("FASTSLOW_DATABASE_URL", "FASTSLOW_BROKER_URL", "FASTSLOW_ENGINE")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from backend.config import Settings
 from backend.engines.local import StopTrimmer
-from backend.runtime.agent import build_context
+from backend.prompts.context import Context
 from backend.scoring.checks import score_checks
 from backend.scoring.spec import RewardSpec
 
@@ -62,6 +62,10 @@ def test_checks_score_and_explain() -> None:
     assert "begin with 'Certainly:'" in bad.feedback
     assert "#12345" in bad.feedback
     assert score_checks(spec(), question="q", answer="a").score is None
+    # An empty answer meets no length rule (or RL could collapse to saying nothing).
+    short = spec({"type": "max_words", "limit": 5})
+    for empty in ("", "  \n "):
+        assert score_checks(short, question="q", answer=empty).score == 0.0
 
 
 def test_regex_and_json_checks() -> None:
@@ -105,9 +109,7 @@ def test_context_puts_instructions_first_and_demonstrations_as_turns() -> None:
         {"role": "user", "content": "q1"},
         {"role": "assistant", "content": "a1"},
     ]
-    messages = build_context(
-        "Be brief.",
-        demos,  # type: ignore[arg-type]
+    messages = Context("Be brief.", demos).messages(  # type: ignore[arg-type]
         [{"role": "system", "content": "User is on mobile."}, {"role": "user", "content": "q2"}],
     )
     assert messages == [
@@ -116,6 +118,6 @@ def test_context_puts_instructions_first_and_demonstrations_as_turns() -> None:
         {"role": "assistant", "content": "a1"},
         {"role": "user", "content": "q2"},
     ]
-    assert build_context("", [], [{"role": "user", "content": "q"}]) == [
+    assert Context().messages([{"role": "user", "content": "q"}]) == [
         {"role": "user", "content": "q"}
     ]

@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from typing import overload
 
 from starlette.concurrency import run_in_threadpool
 
 from backend.adapters import service
+from backend.adapters.in_flight import InFlight
 from backend.adapters.models import AdapterVersion
 from backend.adapters.storage import AdapterStore
 from backend.agents.service import get_agent
@@ -35,7 +37,6 @@ from backend.engines import (
     SamplingParams,
 )
 from backend.errors import Invalid, Unavailable
-from backend.runtime.agent import InFlight
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,20 @@ DRAIN_TIMEOUT_S = 600.0
 _unloads: set[asyncio.Task[None]] = set()  # keeps background unloads alive until done
 
 
-def adapter_ref(row: AdapterVersion, store: AdapterStore) -> AdapterRef:
+@overload
+def adapter_ref(row: AdapterVersion, store: AdapterStore) -> AdapterRef: ...
+@overload
+def adapter_ref(row: None, store: AdapterStore) -> None: ...
+@overload
+def adapter_ref(row: AdapterVersion | None, store: AdapterStore) -> AdapterRef | None: ...
+
+
+def adapter_ref(row: AdapterVersion | None, store: AdapterStore) -> AdapterRef | None:
     """The engine's view of a version: its unique name and a local directory with its files
-    (materialised from the adapter store on first use; blocking I/O)."""
+    (materialised from the adapter store on first use; blocking I/O). None for no adapter
+    (the base model serves)."""
+    if row is None:
+        return None
     return AdapterRef(name=row.engine_name, path=str(store.local_dir(row.path)))
 
 

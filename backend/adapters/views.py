@@ -12,21 +12,15 @@ from backend.adapters.activation import activate_adapter
 from backend.adapters.models import AdapterSource, AdapterVersion
 from backend.adapters.schemas import AdapterActivation, AdapterVersionRead
 from backend.adapters.storage import adapter_store, adapter_validator
-from backend.agents.service import get_agent
-from backend.api.deps import (
-    ActorDep,
-    AdminDep,
-    DatabaseDep,
-    EngineDep,
-    SessionDep,
-    SettingsDep,
-)
-from backend.audit.service import log_event
+from backend.agents.deps import AgentDep
+from backend.audit.deps import ActorDep, AuditDep
 from backend.db import MAX_INT
 from backend.engines.lora import CONFIG_FILE, WEIGHTS_FILE
 from backend.errors import PayloadTooLarge
+from backend.http.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
+from backend.tenants.deps import AdminDep
 
-router = APIRouter(prefix="/api/v1/agents/{slug}/adapters", tags=["adapters"])
+router = APIRouter(prefix="/agents/{slug}/adapters", tags=["adapters"])
 
 
 def _read(row: AdapterVersion, live_id: object) -> AdapterVersionRead:
@@ -46,9 +40,9 @@ def _save(upload: UploadFile, target: Path, limit: int) -> int:
 
 @router.post("", status_code=201, response_model=AdapterVersionRead)
 def upload_adapter(
-    slug: str,
     caller: AdminDep,
-    actor: ActorDep,
+    agent: AgentDep,
+    audit: AuditDep,
     session: SessionDep,
     settings: SettingsDep,
     config: Annotated[UploadFile, File(description=f"The peft {CONFIG_FILE}.")],
@@ -56,7 +50,6 @@ def upload_adapter(
     note: Annotated[str, Form(max_length=2000)] = "",
 ) -> AdapterVersionRead:
     """Register a LoRA adapter trained elsewhere as the agent's next version (not live yet)."""
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     store = adapter_store(settings)
     staging = store.staging_dir()
     try:
@@ -75,34 +68,25 @@ def upload_adapter(
         note=note,
         created_by=caller.key_id,
     )
-    log_event(
-        session,
-        tenant_id=caller.tenant_id,
-        actor=actor,
-        action="adapter.upload",
-        target=f"agent:{slug}",
-        details={"version": row.version},
-    )
+    audit("adapter.upload", f"agent:{agent.slug}", {"version": row.version})
     return _read(row, agent.live_adapter_version_id)
 
 
 @router.get("", response_model=list[AdapterVersionRead])
 def list_adapter_versions(
-    slug: str, caller: AdminDep, session: SessionDep
+    caller: AdminDep, agent: AgentDep, session: SessionDep
 ) -> list[AdapterVersionRead]:
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     rows = service.list_adapter_versions(session, agent=agent)
     return [_read(row, agent.live_adapter_version_id) for row in rows]
 
 
 @router.get("/{version}", response_model=AdapterVersionRead)
 def get_adapter_version(
-    slug: str,
     version: Annotated[int, PathParam(ge=1, le=MAX_INT)],
     caller: AdminDep,
+    agent: AgentDep,
     session: SessionDep,
 ) -> AdapterVersionRead:
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.get_adapter_version(session, agent=agent, version=version)
     return _read(row, agent.live_adapter_version_id)
 

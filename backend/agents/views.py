@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend.agents import service
+from backend.agents.deps import AgentDep
 from backend.agents.fast_loop import FastLoopStatus, fast_loop_status
 from backend.agents.models import Activation, Agent
 from backend.agents.schemas import (
@@ -12,17 +13,18 @@ from backend.agents.schemas import (
     AgentUpdate,
     FastLoopStatusRead,
 )
-from backend.api.deps import ActorDep, AdminDep, MemberDep, SessionDep, SettingsDep
-from backend.audit.service import log_event
+from backend.audit.deps import AuditDep
+from backend.http.deps import SessionDep, SettingsDep
+from backend.tenants.deps import AdminDep, MemberDep
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/agents", tags=["agents"])
 
 
 @router.post("", status_code=201, response_model=AgentRead)
 def create_agent(
     body: AgentCreate,
     caller: AdminDep,
-    actor: ActorDep,
+    audit: AuditDep,
     session: SessionDep,
     settings: SettingsDep,
 ) -> Agent:
@@ -43,13 +45,7 @@ def create_agent(
         slow_loop=body.slow_loop,
         created_by=caller.key_id,
     )
-    log_event(
-        session,
-        tenant_id=caller.tenant_id,
-        actor=actor,
-        action="agent.create",
-        target=f"agent:{agent.slug}",
-    )
+    audit("agent.create", f"agent:{agent.slug}")
     return agent
 
 
@@ -59,15 +55,14 @@ def list_agents(caller: MemberDep, session: SessionDep) -> list[Agent]:
 
 
 @router.get("/{slug}", response_model=AgentRead)
-def get_agent(slug: str, caller: MemberDep, session: SessionDep) -> Agent:
-    return service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
+def get_agent(agent: AgentDep) -> Agent:
+    return agent
 
 
 @router.patch("/{slug}", response_model=AgentRead)
 def update_agent(
-    slug: str, body: AgentUpdate, caller: AdminDep, actor: ActorDep, session: SessionDep
+    body: AgentUpdate, caller: AdminDep, agent: AgentDep, audit: AuditDep, session: SessionDep
 ) -> Agent:
-    agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     updated = service.update_agent(
         session,
         agent=agent,
@@ -78,26 +73,21 @@ def update_agent(
         fast_loop=body.fast_loop,
         slow_loop=body.slow_loop,
     )
-    log_event(
-        session,
-        tenant_id=caller.tenant_id,
-        actor=actor,
-        action="agent.update",
-        target=f"agent:{slug}",
-        details={"fields": sorted(body.model_dump(exclude_unset=True))},
+    audit(
+        "agent.update",
+        f"agent:{agent.slug}",
+        {"fields": sorted(body.model_dump(exclude_unset=True))},
     )
     return updated
 
 
 @router.get("/{slug}/fast-loop", response_model=FastLoopStatusRead)
-def get_fast_loop_status(slug: str, caller: AdminDep, session: SessionDep) -> FastLoopStatus:
+def get_fast_loop_status(caller: AdminDep, agent: AgentDep, session: SessionDep) -> FastLoopStatus:
     """When the next optimisation will run, and which one is running now."""
-    agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     return fast_loop_status(session, agent=agent)
 
 
 @router.get("/{slug}/activations", response_model=list[ActivationRead])
-def list_activations(slug: str, caller: AdminDep, session: SessionDep) -> list[Activation]:
+def list_activations(caller: AdminDep, agent: AgentDep, session: SessionDep) -> list[Activation]:
     """The agent's history of live-version changes (prompt and adapter), newest first."""
-    agent = service.get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     return service.list_activations(session, agent=agent)

@@ -3,11 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from backend.api.deps import AdminDep, SessionDep
 from backend.audit import service
 from backend.audit.schemas import AuditEntryRead
+from backend.http.deps import SessionDep
+from backend.tenants.deps import AdminDep
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"])
 
 PAGE_BACK = "Page back: entries older than this (the last `at` seen); with a time zone."
 

@@ -18,9 +18,10 @@ from backend.config import Settings
 from backend.db import Database, is_unavailable
 from backend.engines import ChatMessage, SamplingParams
 from backend.errors import Invalid
+from backend.prompts.context import Context
 from backend.rollouts.models import Rollout
 from backend.rollouts.service import record_rollout
-from backend.runtime.agent import Outcome, Recorder, ServingContext, build_context
+from backend.runtime.agent import Outcome, Recorder, ServingContext
 from backend.tenants.service import TenantCaller
 
 logger = logging.getLogger(__name__)
@@ -70,14 +71,8 @@ def resolve_serving(
         )
     prompt = agent.live_prompt
     adapter = agent.live_adapter
-    instructions = prompt.instructions if prompt else ""
-    demonstrations: list[ChatMessage] = [
-        {"role": turn["role"], "content": turn["content"]}
-        for turn in (prompt.demonstrations if prompt else [])
-    ]
-    prompt_tokens = count_prompt_tokens(
-        settings.base_model_path, build_context(instructions, demonstrations, messages)
-    )
+    context = Context.of(prompt)
+    prompt_tokens = count_prompt_tokens(settings.base_model_path, context.messages(messages))
     max_tokens = fit_max_tokens(
         agent_slug=agent.slug,
         prompt_tokens=prompt_tokens,
@@ -92,12 +87,10 @@ def resolve_serving(
         agent_slug=agent.slug,
         api_key_id=caller.key_id,
         prompt_version_id=prompt.id if prompt else None,
-        prompt_version=prompt.version if prompt else None,
-        instructions=instructions,
-        demonstrations=demonstrations,
+        context=context,
         adapter_version_id=adapter.id if adapter else None,
         adapter_version=adapter.version if adapter else None,
-        adapter=adapter_ref(adapter, store) if adapter else None,
+        adapter=adapter_ref(adapter, store),
         sampling=SamplingParams(
             max_tokens=max_tokens,
             temperature=request.temperature,

@@ -16,19 +16,15 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.adapters.storage import adapter_store
 from backend.agents.service import list_agents
-from backend.api.deps import (
-    DatabaseDep,
-    MemberDep,
-    SessionDep,
-    SettingsDep,
-    within_token_quota,
-)
 from backend.chat.schemas import ChatCompletionRequest, ModelCard, ModelList
 from backend.chat.service import conversation_of, resolve_serving, version_headers
 from backend.db import is_unavailable
 from backend.engines import EngineError, EngineUnavailable, Generation
 from backend.errors import EngineFailure, Unavailable
-from backend.runtime.agent import AgentRuntime, Outcome, ServingContext
+from backend.http.deps import DatabaseDep, SessionDep, SettingsDep
+from backend.limits.deps import within_token_quota
+from backend.runtime.agent import AgentRuntime, ServingContext
+from backend.tenants.deps import MemberDep
 
 logger = logging.getLogger(__name__)
 
@@ -101,27 +97,36 @@ async def create_chat_completion(
         raise _engine_error(exc, settings.engine_retry_after_s) from exc
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _sse(runtime, serving, messages, first, events, created, include_usage),
+        _sse(serving, first, events, created, include_usage),
         media_type="text/event-stream",
         headers={**headers, "Cache-Control": "no-cache"},
     )
 
 
-def _completion(serving: ServingContext, generation: Generation, created: int) -> dict[str, Any]:
+def _envelope(
+    serving: ServingContext, created: int, *, chunk: bool, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The OpenAI response object around `choices`: a completion, or a chunk of a stream."""
+    fingerprint = f"fastslow-p{serving.prompt_version or 0}-a{serving.adapter_version or 0}"
     return {
         "id": serving.completion_id,
-        "object": "chat.completion",
+        "object": "chat.completion.chunk" if chunk else "chat.completion",
         "created": created,
         "model": serving.agent_slug,
-        "system_fingerprint": _fingerprint(serving),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": generation.text},
-                "finish_reason": generation.finish_reason,
-                "logprobs": None,
-            }
-        ],
+        "system_fingerprint": fingerprint,
+        "choices": choices,
+    }
+
+
+def _completion(serving: ServingContext, generation: Generation, created: int) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": generation.text},
+        "finish_reason": generation.finish_reason,
+        "logprobs": None,
+    }
+    return {
+        **_envelope(serving, created, chunk=False, choices=[choice]),
         "usage": _usage(generation),
     }
 
@@ -134,69 +139,43 @@ def _usage(generation: Generation) -> dict[str, int]:
     }
 
 
-def _fingerprint(serving: ServingContext) -> str:
-    return f"fastslow-p{serving.prompt_version or 0}-a{serving.adapter_version or 0}"
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
 
 
 def _chunk(
     serving: ServingContext, created: int, delta: dict[str, Any], finish: str | None = None
 ) -> str:
-    payload = {
-        "id": serving.completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": serving.agent_slug,
-        "system_fingerprint": _fingerprint(serving),
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-    }
-    return f"data: {json.dumps(payload)}\n\n"
+    choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    return _event(_envelope(serving, created, chunk=True, choices=[choice]))
 
 
 async def _sse(
-    runtime: AgentRuntime,
     serving: ServingContext,
-    messages: list[Any],
     first: str | Generation,
     events: AsyncGenerator[str | Generation, None],
     created: int,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    pieces: list[str] = []
-    recorded = False  # the graph's record node has stored the rollout
-    outcome: Outcome | None = None
+    """The stream's events. The runtime records the rollout however the stream ends; closing
+    `events` (client gone) stops the engine."""
     try:
         yield _chunk(serving, created, {"role": "assistant", "content": ""})
         item = first
-        while True:
-            if isinstance(item, Generation):
-                recorded = True
-                yield _chunk(serving, created, {}, item.finish_reason)
-                if include_usage:
-                    usage = {
-                        "id": serving.completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": serving.agent_slug,
-                        "choices": [],
-                        "usage": _usage(item),
-                    }
-                    yield f"data: {json.dumps(usage)}\n\n"
-                yield "data: [DONE]\n\n"
-                return
-            pieces.append(item)
+        while not isinstance(item, Generation):
             yield _chunk(serving, created, {"content": item})
             item = await anext(events)
+        yield _chunk(serving, created, {}, item.finish_reason)
+        if include_usage:
+            usage = _envelope(serving, created, chunk=True, choices=[])
+            yield _event({**usage, "usage": _usage(item)})
+        yield "data: [DONE]\n\n"
     except EngineError as exc:
-        # Headers are gone already: report in-band, and keep what was produced.
+        # Headers are gone already: report in-band (the runtime kept what was produced).
         logger.warning("engine failed mid-stream for %s: %s", serving.completion_id, exc)
-        outcome = Outcome(
-            "".join(pieces),
-            "error",
-            prompt_tokens=serving.prompt_tokens,
-            completion_tokens=len(pieces),
+        yield _event(
+            {"error": {"message": f"the model engine failed: {exc}", "type": "engine_error"}}
         )
-        error = {"error": {"message": f"the model engine failed: {exc}", "type": "engine_error"}}
-        yield f"data: {json.dumps(error)}\n\n"
         yield "data: [DONE]\n\n"
     except SQLAlchemyError as exc:
         if not is_unavailable(exc):
@@ -204,25 +183,12 @@ async def _sse(
         # The answer was produced but could not be stored (the recorder retried first): say
         # so in-band, so the client knows this answer has no rollout to rate.
         logger.error("rollout %s not stored, database unavailable: %s", serving.completion_id, exc)
-        recorded = True  # another attempt now would wait out the same outage
         error = {
-            "error": {
-                "message": "the answer could not be stored: the database is unavailable",
-                "type": "server_error",
-                "code": "unavailable",
-            }
+            "message": "the answer could not be stored: the database is unavailable",
+            "type": "server_error",
+            "code": "unavailable",
         }
-        yield f"data: {json.dumps(error)}\n\n"
+        yield _event({"error": error})
     finally:
-        if not recorded:
-            # Client gone (or engine failed): stop generating and keep the partial answer.
-            with anyio.CancelScope(shield=True):
-                await events.aclose()
-                # Each piece took at least one token: a lower bound, charged to the quota.
-                cut = outcome or Outcome(
-                    "".join(pieces),
-                    "cancelled",
-                    prompt_tokens=serving.prompt_tokens,
-                    completion_tokens=len(pieces),
-                )
-                await run_in_threadpool(runtime.recorder, serving, messages, cut)
+        with anyio.CancelScope(shield=True):
+            await events.aclose()

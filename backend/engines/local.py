@@ -25,7 +25,7 @@ from transformers import (
     TextStreamer,
 )
 
-from backend.basemodel import load_causal_lm, torch_device
+from backend.base_checkpoint import load_causal_lm, torch_device
 from backend.engines.base import (
     AdapterLoadError,
     AdapterRef,

@@ -25,8 +25,10 @@ _VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 def _route(scope: Scope) -> str:
     """The matched route's template (`/api/v1/jobs/{job_id}`), never the raw path, so label
     values stay few; `unmatched` when no route matched."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    # FastAPI >= 0.160 includes routers lazily: the matched route's own `path` lacks the
+    # prefixes it was included under, and the whole template is on its effective context.
+    effective = scope.get("fastapi", {}).get("effective_route_context")
+    path = getattr(effective, "path_format", None) or getattr(scope.get("route"), "path", None)
     return path if isinstance(path, str) else "unmatched"
 
 

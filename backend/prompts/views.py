@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from backend.agents.service import get_agent
-from backend.api.deps import ActorDep, AdminDep, SessionDep
-from backend.audit.service import log_event
+from backend.agents.deps import AgentDep
+from backend.audit.deps import ActorDep, AuditDep
 from backend.db import MAX_INT
+from backend.http.deps import SessionDep
 from backend.prompts import service
 from backend.prompts.models import PromptSource, PromptVersion
 from backend.prompts.schemas import (
@@ -16,8 +16,9 @@ from backend.prompts.schemas import (
     PromptVersionCreate,
     PromptVersionRead,
 )
+from backend.tenants.deps import AdminDep
 
-router = APIRouter(prefix="/api/v1/agents/{slug}/prompts", tags=["prompts"])
+router = APIRouter(prefix="/agents/{slug}/prompts", tags=["prompts"])
 
 Version = Annotated[int, Path(ge=1, le=MAX_INT)]
 
@@ -28,20 +29,22 @@ def _read(row: PromptVersion, live_id: object) -> PromptVersionRead:
 
 @router.get("", response_model=list[PromptVersionRead])
 def list_prompt_versions(
-    slug: str, caller: AdminDep, session: SessionDep
+    caller: AdminDep, agent: AgentDep, session: SessionDep
 ) -> list[PromptVersionRead]:
     """Every prompt version of the agent, newest first."""
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     rows = service.list_prompt_versions(session, agent=agent)
     return [_read(row, agent.live_prompt_version_id) for row in rows]
 
 
 @router.post("", status_code=201, response_model=PromptVersionRead)
 def create_prompt_version(
-    slug: str, body: PromptVersionCreate, caller: AdminDep, actor: ActorDep, session: SessionDep
+    body: PromptVersionCreate,
+    caller: AdminDep,
+    agent: AgentDep,
+    audit: AuditDep,
+    session: SessionDep,
 ) -> PromptVersionRead:
     """A manual edit: a new version whose parent is the live one."""
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.create_prompt_version(
         session,
         agent=agent,
@@ -54,27 +57,21 @@ def create_prompt_version(
         activate=body.activate,
     )
     # An activation with it is recorded as an Activation row, with the move itself.
-    log_event(
-        session,
-        tenant_id=caller.tenant_id,
-        actor=actor,
-        action="prompt.create",
-        target=f"agent:{slug}",
-        details={"version": row.version, "activate": body.activate},
+    audit(
+        "prompt.create", f"agent:{agent.slug}", {"version": row.version, "activate": body.activate}
     )
     return _read(row, agent.live_prompt_version_id)
 
 
 @router.get("/diff", response_model=PromptDiffRead)
 def diff_prompt_versions(
-    slug: str,
     caller: AdminDep,
+    agent: AgentDep,
     session: SessionDep,
     a: int = Query(ge=1, le=MAX_INT, description="The older version."),
     b: int = Query(ge=1, le=MAX_INT, description="The newer version."),
 ) -> PromptDiffRead:
     """Compare two versions: both in full, and unified diffs of instructions and turns."""
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     diff = service.diff_prompt_versions(session, agent=agent, a=a, b=b)
     return PromptDiffRead(
         a=_read(diff.a, agent.live_prompt_version_id),
@@ -86,25 +83,23 @@ def diff_prompt_versions(
 
 @router.get("/{version}", response_model=PromptVersionRead)
 def get_prompt_version(
-    slug: str, version: Version, caller: AdminDep, session: SessionDep
+    version: Version, caller: AdminDep, agent: AgentDep, session: SessionDep
 ) -> PromptVersionRead:
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.get_prompt_version(session, agent=agent, version=version)
     return _read(row, agent.live_prompt_version_id)
 
 
 @router.post("/{version}/activate", response_model=PromptVersionRead)
 def activate_prompt_version(
-    slug: str,
     version: Version,
     body: ActivationRequest,
     caller: AdminDep,
+    agent: AgentDep,
     actor: ActorDep,
     session: SessionDep,
 ) -> PromptVersionRead:
     """Make an existing version live (rollback moves the pointer; it copies nothing). The
     move is audited as an Activation row; `reason` defaults to `X-Fastslow-Reason`."""
-    agent = get_agent(session, tenant_id=caller.tenant_id, slug=slug)
     row = service.activate_prompt_version(
         session,
         agent=agent,

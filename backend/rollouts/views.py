@@ -6,13 +6,14 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
-from backend.api.deps import AdminDep, MemberDep, SessionDep
+from backend.http.deps import SessionDep
 from backend.rollouts import service
 from backend.rollouts.schemas import FeedbackCreate, FeedbackRead, RolloutRead
 from backend.rollouts.service import RolloutView
+from backend.tenants.deps import AdminDep, MemberDep
 
 feedback_router = APIRouter(prefix="/v1", tags=["openai"])
-router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
+router = APIRouter(prefix="/rollouts", tags=["rollouts"])
 
 
 @feedback_router.post(

@@ -1,37 +1,44 @@
-"""The agent runtime: a small LangGraph graph that serves one chat turn.
+"""The agent runtime: a small LangGraph graph that serves one chat turn, and the one place
+that records the turn's rollout.
 
-    build_context -> generate -> record
+    build_context -> generate        (then AgentRuntime records the outcome)
 
-`build_context` puts the live prompt version in front of the user's conversation: the
-instructions as the system message and the demonstrations as real user/assistant turns.
-`generate` calls the engine with the live adapter (streaming text through LangGraph's custom
-stream when asked). `record` stores the rollout, so every answer is stored before the response
-ends. The graph holds no tenant data between calls; state is per request. Tool calls will be
-new nodes between `generate` and `record`.
+`build_context` puts the live prompt version in front of the user's conversation
+(`backend.prompts.context.Context`). `generate` calls the engine with the live adapter
+(streaming text through LangGraph's custom stream when asked). `AgentRuntime` stores the
+rollout however the turn ended (complete, engine failure mid-stream, client gone), so every
+answer is stored before the response ends. The graph holds no tenant data between calls; state
+is per request. Tool calls will be new nodes after `generate`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+import anyio
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
+from backend.adapters.in_flight import InFlight
 from backend.engines import (
     AdapterRef,
     ChatMessage,
     Engine,
+    EngineError,
     Generation,
     GenerationRequest,
     SamplingParams,
 )
+from backend.prompts.context import Context
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,7 @@ class ServingContext:
     agent_slug: str
     api_key_id: uuid.UUID | None
     prompt_version_id: uuid.UUID | None
-    prompt_version: int | None
-    instructions: str
-    demonstrations: list[ChatMessage]
+    context: Context  # the live prompt version's instructions and demonstrations
     adapter_version_id: uuid.UUID | None
     adapter_version: int | None
     adapter: AdapterRef | None
@@ -56,6 +61,10 @@ class ServingContext:
     prompt_tokens: int = 0
     completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def prompt_version(self) -> int | None:
+        return self.context.prompt_version
 
 
 @dataclass(frozen=True)
@@ -82,23 +91,6 @@ class TurnState(TypedDict, total=False):
     abandoned: asyncio.Event
 
 
-def build_context(
-    instructions: str, demonstrations: list[ChatMessage], messages: list[ChatMessage]
-) -> list[ChatMessage]:
-    """System text + demonstration turns + the conversation.
-
-    A client's own system message is kept, appended to the agent's instructions, so that
-    templates that allow one system message (most) still get exactly one, first.
-    """
-    conversation = list(messages)
-    system = instructions
-    if conversation and conversation[0]["role"] == "system":
-        client_system = conversation.pop(0)["content"]
-        system = f"{system}\n\n{client_system}" if system else client_system
-    head: list[ChatMessage] = [{"role": "system", "content": system}] if system else []
-    return [*head, *demonstrations, *conversation]
-
-
 def outcome_of(generation: Generation) -> Outcome:
     return Outcome(
         generation.text,
@@ -108,16 +100,11 @@ def outcome_of(generation: Generation) -> Outcome:
     )
 
 
-def build_agent_graph(engine: Engine, recorder: Recorder) -> Any:
+def build_agent_graph(engine: Engine) -> Any:
     """Compile the turn graph once per process; it is safe to run concurrently."""
 
     def context_node(state: TurnState) -> dict[str, Any]:
-        serving = state["serving"]
-        return {
-            "engine_messages": build_context(
-                serving.instructions, serving.demonstrations, state["messages"]
-            )
-        }
+        return {"engine_messages": state["serving"].context.messages(state["messages"])}
 
     async def generate_node(state: TurnState) -> dict[str, Any]:
         serving = state["serving"]
@@ -140,88 +127,83 @@ def build_agent_graph(engine: Engine, recorder: Recorder) -> Any:
         assert final is not None, "an engine stream must end with the whole generation"
         return {"generation": final}
 
-    def record_node(state: TurnState) -> dict[str, Any]:
-        generation = state["generation"]
-        if generation is not None:  # an abandoned turn is recorded by whoever abandoned it
-            recorder(state["serving"], state["messages"], outcome_of(generation))
-        return {}
-
     graph = StateGraph(TurnState)
     graph.add_node("build_context", context_node)
     graph.add_node("generate", generate_node)
-    graph.add_node("record", record_node)
     graph.add_edge(START, "build_context")
     graph.add_edge("build_context", "generate")
-    graph.add_edge("generate", "record")
-    graph.add_edge("record", END)
+    graph.add_edge("generate", END)
     return graph.compile()
 
 
-class InFlight:
-    """How many turns of this process are using each adapter name right now, so an adapter
-    that was swapped out is unloaded only after the requests still using it have finished."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-
-    @contextlib.contextmanager
-    def track(self, adapter: AdapterRef | None) -> Iterator[None]:
-        if adapter is None:
-            yield
-            return
-        self._counts[adapter.name] += 1
-        try:
-            yield
-        finally:
-            self._counts[adapter.name] -= 1
-            if not self._counts[adapter.name]:
-                del self._counts[adapter.name]
-
-    def count(self, name: str) -> int:
-        return self._counts[name]
-
-    async def drained(self, name: str, *, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        # Polled: this runs only after a swap, and an Event per adapter name is not worth it.
-        while self._counts[name] and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        return not self._counts[name]
-
-
 class AgentRuntime:
-    """Runs turns through the graph; the one entry point of the serving path."""
+    """Runs turns through the graph; the one entry point of the serving path, and the one
+    place a turn's rollout is recorded, however the turn ends: complete, cut short by the
+    engine, or abandoned by its client."""
 
     def __init__(self, engine: Engine, recorder: Recorder) -> None:
         self.engine = engine
         self.recorder = recorder
         self.in_flight = InFlight()
-        self._graph = build_agent_graph(engine, recorder)
+        self._graph = build_agent_graph(engine)
 
     async def run(self, serving: ServingContext, messages: list[ChatMessage]) -> Generation:
+        """The whole answer, recorded before it is returned (an engine error records nothing:
+        there is no answer)."""
         with self.in_flight.track(serving.adapter):
             state = await self._graph.ainvoke({"serving": serving, "messages": messages})
         generation: Generation | None = state["generation"]
         assert generation is not None, "a non-streamed turn always completes"
+        await self._record(serving, messages, outcome_of(generation))
         return generation
 
     async def stream(
         self, serving: ServingContext, messages: list[ChatMessage]
     ) -> AsyncGenerator[str | Generation, None]:
-        """Yield text pieces, then the final Generation once the rollout is recorded."""
+        """Yield text pieces, then the final Generation once the rollout is recorded. A turn
+        that ends early (the engine failed, or the consumer closed this generator) is recorded
+        with the text produced so far, if there was any."""
         abandoned = asyncio.Event()
         state_in: TurnState = {"serving": serving, "messages": messages, "abandoned": abandoned}
-        final: dict[str, Any] = {}
+        pieces: list[str] = []
+        generation: Generation | None = None
+        cut_short = "cancelled"
         try:
+            final: dict[str, Any] = {}
             with self.in_flight.track(serving.adapter):
                 async for mode, chunk in self._graph.astream(
                     state_in, stream_mode=["custom", "values"]
                 ):
                     if mode == "custom":
+                        pieces.append(str(chunk))
                         yield str(chunk)
                     else:
                         final = chunk
+            generation = final.get("generation")
+            assert generation is not None, "a turn that was not abandoned has a generation"
+        except EngineError:
+            cut_short = "error"
+            raise
         finally:
             abandoned.set()  # no-op once the turn is complete
-        generation: Generation | None = final.get("generation")
-        assert generation is not None, "a turn that was not abandoned has a generation"
+            if generation is None and pieces:
+                # Each piece took at least one token: a lower bound, charged to the quota.
+                partial = Outcome(
+                    "".join(pieces),
+                    cut_short,
+                    prompt_tokens=serving.prompt_tokens,
+                    completion_tokens=len(pieces),
+                )
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._record(serving, messages, partial)
+                    except Exception:  # nobody is left to tell: the client is gone
+                        logger.exception("partial rollout %s not stored", serving.completion_id)
+        assert generation is not None
+        await self._record(serving, messages, outcome_of(generation))
         yield generation
+
+    async def _record(
+        self, serving: ServingContext, messages: list[ChatMessage], outcome: Outcome
+    ) -> None:
+        await asyncio.to_thread(self.recorder, serving, messages, outcome)

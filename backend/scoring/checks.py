@@ -55,7 +55,9 @@ def _outcome(check: object, answer: str, question: str) -> tuple[bool, str]:
             ok = head.startswith(text) if case_sensitive else head.lower().startswith(text.lower())
             return ok, f"the answer must begin with {text!r}"
         case MaxWords(limit=limit):
-            return words <= limit, f"the answer must have at most {limit} words (it has {words})"
+            # An empty answer meets no length rule: otherwise RL can collapse to saying nothing.
+            ok = 0 < words <= limit
+            return ok, f"the answer must have between 1 and {limit} words (it has {words})"
         case MinWords(limit=limit):
             return words >= limit, f"the answer must have at least {limit} words (it has {words})"
         case Regex(pattern=pattern, must_match=must_match):

@@ -40,7 +40,7 @@ class StartsWith(_Check):
 
 
 class MaxWords(_Check):
-    """The answer has at most `limit` words."""
+    """The answer has between 1 and `limit` words (an empty answer meets no length rule)."""
 
     type: Literal["max_words"]
     limit: int = Field(gt=0, le=10_000)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+import backend.models  # noqa: F401  (every model mapped before the first query)
 from backend.adapters.synthetic import make_lora
 from backend.db import Database
 from backend.simulation.traffic import (

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+import backend.models  # noqa: F401  (every model mapped before the first query)
 from backend.config import Settings
 from backend.db import Database
 from backend.tenants.service import create_tenant

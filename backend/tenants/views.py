@@ -5,21 +5,15 @@ import uuid
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from backend.api.deps import (
-    ActorDep,
-    AdminDep,
-    MemberDep,
-    PlatformDep,
-    SessionDep,
-    SettingsDep,
-    default_limits,
-)
 from backend.audit import service as audit
+from backend.audit.deps import ActorDep
 from backend.audit.schemas import AuditEntryRead
 from backend.audit.views import PAGE_BACK
+from backend.http.deps import SessionDep, SettingsDep
 from backend.limits import service as limits
 from backend.limits.schemas import LimitsRead, LimitsWrite
 from backend.tenants import service
+from backend.tenants.deps import AdminDep, MemberDep, PlatformDep
 from backend.tenants.models import ApiKey, Tenant
 from backend.tenants.schemas import (
     ApiKeyCreate,
@@ -31,9 +25,9 @@ from backend.tenants.schemas import (
     TenantRead,
 )
 
-tenants_router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
-keys_router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
-me_router = APIRouter(prefix="/api/v1/me", tags=["keys"])
+tenants_router = APIRouter(prefix="/tenants", tags=["tenants"])
+keys_router = APIRouter(prefix="/keys", tags=["keys"])
+me_router = APIRouter(prefix="/me", tags=["keys"])
 
 
 @me_router.get("", response_model=Me)
@@ -69,7 +63,9 @@ def get_tenant_limits(
 ) -> LimitsRead:
     """The tenant's rate limit, token quota and job budget, and how much of each is used now."""
     service.get_tenant(session, tenant_id)
-    usage = limits.tenant_usage(session, tenant_id=tenant_id, defaults=default_limits(settings))
+    usage = limits.tenant_usage(
+        session, tenant_id=tenant_id, defaults=limits.default_limits(settings)
+    )
     return LimitsRead.model_validate(usage)
 
 
@@ -92,7 +88,9 @@ def set_tenant_limits(
         jobs_per_day=body.jobs_per_day,
         actor=actor,
     )
-    usage = limits.tenant_usage(session, tenant_id=tenant_id, defaults=default_limits(settings))
+    usage = limits.tenant_usage(
+        session, tenant_id=tenant_id, defaults=limits.default_limits(settings)
+    )
     return LimitsRead.model_validate(usage)
 
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.adapters.storage import FILES, FsspecAdapterStore
-from backend.api.app import create_app
+from backend.app import create_app
 from backend.config import Settings
 from backend.engines.local import LocalEngine
 from tests.api.helpers import chat, create_agent

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from backend.app import create_app
+from backend.config import Settings
 from backend.db import Database
-from backend.engines import GenerationRequest, SamplingParams
+from backend.engines import EngineError, GenerationRequest, SamplingParams, StreamChunk
 from backend.engines.local import LocalEngine
+from backend.prompts.context import Context
 from backend.rollouts.models import Rollout
-from backend.runtime.agent import build_context
 from tests.api.helpers import chat, create_agent, sse_events
 from tests.conftest import TenantKeys
 
@@ -99,9 +104,7 @@ def test_chat_applies_live_context_and_records_rollout(
     assert body["usage"]["completion_tokens"] > 0
 
     # The answer is exactly what the engine gives for instructions + demo turns + question.
-    messages = build_context(
-        "You are a concise support agent.",
-        DEMOS,  # type: ignore[arg-type]
+    messages = Context("You are a concise support agent.", DEMOS).messages(  # type: ignore[arg-type]
         [{"role": "user", "content": "Can I change my delivery address?"}],
     )
     assert messages[1:3] == DEMOS, "demonstrations are sent as real turns"
@@ -238,3 +241,52 @@ def test_unknown_agent_is_404_in_openai_shape(app_client: TestClient, tenant: Te
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["type"] == "not_found_error" and "not found" in error["message"]
+
+
+class FailingStream:
+    """The real local engine, whose stream fails after `pieces` text pieces (an engine that
+    dies mid-answer); `pieces=0` fails before any text."""
+
+    def __init__(self, engine: LocalEngine, pieces: int) -> None:
+        self.engine, self.pieces = engine, pieces
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamChunk, None]:
+        sent = 0
+        async with contextlib.aclosing(self.engine.stream(request)) as chunks:
+            async for chunk in chunks:
+                if sent == self.pieces:
+                    raise EngineError("the engine died mid-answer")
+                if chunk.text:
+                    sent += 1
+                yield chunk
+
+
+def test_a_turn_cut_short_by_the_engine_is_recorded_once_with_what_it_said(
+    settings: Settings, local_engine: LocalEngine, tenant: TenantKeys, database: Database
+) -> None:
+    def rollouts() -> list[Rollout]:
+        with database.session() as session:
+            query = select(Rollout).where(Rollout.tenant_id == tenant.tenant_id)
+            return list(session.scalars(query))
+
+    long: dict[str, Any] = {"max_tokens": 40, "stream": True}
+    with TestClient(create_app(settings, engine=FailingStream(local_engine, 3))) as client:
+        create_agent(client, tenant)
+        response = chat(client, tenant, "Tell me about shipping to Norway.", **long)
+        assert response.status_code == 200
+        events = sse_events(response.text)
+        said = "".join(
+            e["choices"][0]["delta"].get("content", "") for e in events[:-1] if "choices" in e
+        )
+        assert "engine failed" in events[-2]["error"]["message"] and events[-1] == "[DONE]"
+    (cut,) = rollouts()
+    assert (cut.finish_reason, cut.completion) == ("error", said)
+    assert said and cut.completion_tokens == 3
+
+    with TestClient(create_app(settings, engine=FailingStream(local_engine, 0))) as client:
+        refused = chat(client, tenant, "Tell me about shipping to Norway.", **long)
+        assert refused.status_code == 502, refused.text
+    assert len(rollouts()) == 1, "no answer, no rollout"

@@ -92,7 +92,8 @@ def test_the_platform_reads_and_writes_the_log_too(
     (change,) = [e for e in audit_log(app_client, tenant) if e["action"] == "tenant.limits.set"]
     assert change["actor"] == "platform" and change["actor_key_id"] is None
     assert change["reason"] == "bigger plan"
-    assert change["details"]["after"] == {"requests_per_minute": 1000, "tokens_per_day": None}
+    after = change["details"]["after"]
+    assert after == {"requests_per_minute": 1000, "tokens_per_day": None, "jobs_per_day": None}
 
     platform_view = app_client.get(f"/api/v1/tenants/{tenant.tenant_id}/audit", headers=PLATFORM)
     assert platform_view.status_code == 200

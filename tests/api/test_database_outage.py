@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from backend.api.app import create_app
+from backend.app import create_app
 from backend.chat.service import make_recorder
 from backend.config import Settings
 from backend.db import Database

@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from backend.api.app import create_app
+from backend.app import create_app
 from backend.config import Settings
 from backend.db import Database
 from backend.engines.local import LocalEngine

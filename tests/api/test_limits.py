@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from backend.agents.service import get_agent
-from backend.api.app import create_app
+from backend.app import create_app
 from backend.chat.context import count_prompt_tokens
 from backend.config import Settings
 from backend.db import Database
@@ -26,7 +26,7 @@ from backend.jobs.models import Job, JobKind
 from backend.jobs.queue import make_celery
 from backend.limits.models import UsageCounter
 from backend.limits.service import REQUESTS, Limits, count_request, default_limits
-from backend.runtime.agent import build_context
+from backend.prompts.context import Context
 from tests.api.helpers import chat, create_agent, sse_events
 from tests.conftest import PLATFORM_KEY, TenantKeys
 from worker.fast.triggers import dispatch_due
@@ -273,8 +273,8 @@ def test_context_window_refuses_long_prompts_before_the_engine(
         with database.session() as session:
             agent = get_agent(session, tenant_id=tenant.tenant_id, slug="support")
             assert agent.live_prompt is not None
-            messages = build_context(
-                agent.live_prompt.instructions, [], [{"role": "user", "content": "Hi"}]
+            messages = Context(agent.live_prompt.instructions).messages(
+                [{"role": "user", "content": "Hi"}]
             )
         assert count_prompt_tokens(small.base_model_path, messages) == served["prompt_tokens"]
         used_before = _tokens_used(client, tenant)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from backend.agents.models import Agent
-from backend.api.app import create_app
+from backend.app import create_app
 from backend.config import Settings
 from backend.db import Database, utcnow
 from backend.engines.local import LocalEngine

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import DatabaseDep, EngineDep
+from backend.http.deps import DatabaseDep, EngineDep
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -14,17 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.api.deps import INVALID_KEY, MISSING_KEY, NOT_A_TENANT_KEY, NOT_AN_ADMIN_KEY
-from backend.api.errors import error_response
 from backend.db import is_unavailable
-from backend.errors import DomainError, Forbidden, Unauthorized
-from backend.tenants.service import Principal, TenantCaller
+from backend.errors import DomainError
+from backend.http.errors import error_response
 
 logger = logging.getLogger(__name__)
 
-_ADAPTER_UPLOAD = re.compile(r"^/api/v1/agents/[^/]+/adapters/?$")
-
-Authenticate = Callable[[str], Principal | None]
+# Why a bearer key (None: no key sent) may not upload, or None when it may; blocking I/O.
+UploadRefusal = Callable[[str | None], DomainError | None]
 
 
 class BodySizeLimit:
@@ -32,10 +29,10 @@ class BodySizeLimit:
     once their key is known to be a tenant's admin key.
 
     FastAPI reads a multipart body before it resolves the route's dependencies, so the upload
-    route's own key check would come after the whole body was read. The upload path's bearer
-    key is therefore checked here first, with the same lookup and the same answers as the
-    dependencies: no valid key is a 401, a member's or the platform's key a 403, before any
-    of the body is read. (The route checks again; rate limiting stays with the route.)
+    route's own key check would come after the whole body was read. The bearer key of a POST
+    to `upload_path` is therefore checked here first by `upload_refusal` (the app passes the
+    same check its dependencies make), before any of the body is read. (The route checks
+    again; rate limiting stays with the route.)
 
     A declared Content-Length over the limit is refused before the app runs; a chunked body
     is counted as it is read, and the route fails with 413 once it passes the limit.
@@ -47,22 +44,23 @@ class BodySizeLimit:
         *,
         max_bytes: int,
         max_upload_bytes: int,
-        authenticate: Authenticate,
+        upload_path: re.Pattern[str],
+        upload_refusal: UploadRefusal,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
-        self.authenticate = authenticate
+        self.upload_path = upload_path
+        self.upload_refusal = upload_refusal
 
     async def _upload_refusal(self, scope: Scope) -> Response | None:
         """The response that refuses an upload before its body is read, if any."""
         request = Request(scope)
         scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
-        if scheme.lower() != "bearer" or not key:
-            return _refuse(request, Unauthorized(MISSING_KEY))
+        bearer = key if scheme.lower() == "bearer" and key else None
         try:
             # A database lookup: off the event loop, as the dependencies run it.
-            principal = await run_in_threadpool(self.authenticate, key)
+            refusal = await run_in_threadpool(self.upload_refusal, bearer)
         except SQLAlchemyError as exc:
             if not is_unavailable(exc):
                 raise
@@ -74,20 +72,16 @@ class BodySizeLimit:
                 code="unavailable",
                 headers={"Retry-After": "5"},
             )
-        if principal is None:
-            return _refuse(request, Unauthorized(INVALID_KEY))
-        if not isinstance(principal, TenantCaller):
-            return _refuse(request, Forbidden(NOT_A_TENANT_KEY))
-        if not principal.is_admin:
-            return _refuse(request, Forbidden(NOT_AN_ADMIN_KEY))
-        return None
+        if refusal is None:
+            return None
+        return error_response(request, refusal.status_code, refusal.message, code=refusal.code)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        if scope["method"] == "POST" and _ADAPTER_UPLOAD.match(scope["path"]):
+        if scope["method"] == "POST" and self.upload_path.match(scope["path"]):
             refusal = await self._upload_refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -112,7 +106,3 @@ class BodySizeLimit:
             return msg
 
         await self.app(scope, counting_receive, send)
-
-
-def _refuse(request: Request, exc: DomainError) -> Response:
-    return error_response(request, exc.status_code, exc.message, code=exc.code)

@@ -1,51 +1,20 @@
-"""FastAPI dependencies, gathered in one place: settings, database, engine, the caller."""
+"""Who calls: the API key of a request as a FastAPI dependency (a tenant member, a tenant admin,
+or the platform), each tenant call counted against the tenant's request rate."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
-from backend.audit.service import Actor
 from backend.config import Settings
 from backend.db import Database
-from backend.engines import Engine
-from backend.errors import Forbidden, Unauthorized
-from backend.limits.service import Limits, check_token_quota, count_request
-from backend.limits.service import default_limits as limits_defaults
+from backend.errors import DomainError, Forbidden, Unauthorized
+from backend.http.deps import DatabaseDep, SettingsDep
+from backend.limits.service import count_request, default_limits
 from backend.tenants.service import PlatformCaller, Principal, TenantCaller, authenticate
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
-
-
-def get_session(database: DatabaseDep) -> Iterator[Session]:
-    with database.session() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 MISSING_KEY = "missing API key: send `Authorization: Bearer <key>`"
 INVALID_KEY = "invalid or revoked API key"
@@ -82,10 +51,6 @@ def principal_for_key(settings: Settings, database: Database, key: str) -> Princ
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def default_limits(settings: Settings) -> Limits:
-    return limits_defaults(settings)
-
-
 def require_tenant(
     principal: PrincipalDep, settings: SettingsDep, database: DatabaseDep
 ) -> TenantCaller:
@@ -114,26 +79,17 @@ AdminDep = Annotated[TenantCaller, Depends(require_admin)]
 PlatformDep = Annotated[PlatformCaller, Depends(require_platform)]
 
 
-def within_token_quota(caller: MemberDep, settings: SettingsDep, database: DatabaseDep) -> None:
-    """429 before generating anything once the tenant's token quota is used up."""
-    with database.session() as session:
-        check_token_quota(session, tenant_id=caller.tenant_id, defaults=default_limits(settings))
-
-
-def get_actor(
-    principal: PrincipalDep,
-    reason: Annotated[
-        str,
-        Header(
-            alias="X-Fastslow-Reason",
-            max_length=2000,
-            description="Why the change is made; kept in the audit log.",
-        ),
-    ] = "",
-) -> Actor:
-    """Who makes an audited change, and why."""
-    key_id = principal.key_id if isinstance(principal, TenantCaller) else None
-    return Actor(key_id=key_id, reason=reason)
-
-
-ActorDep = Annotated[Actor, Depends(get_actor)]
+def upload_refusal(settings: Settings, database: Database, key: str | None) -> DomainError | None:
+    """Why a bearer `key` may not upload an adapter (the same answers as the dependencies:
+    no valid key 401, a member's or the platform's key 403), or None for a tenant's admin.
+    The body size limit asks this before it reads an upload's body."""
+    if not key:
+        return Unauthorized(MISSING_KEY)
+    principal = principal_for_key(settings, database, key)
+    if principal is None:
+        return Unauthorized(INVALID_KEY)
+    if not isinstance(principal, TenantCaller):
+        return Forbidden(NOT_A_TENANT_KEY)
+    if not principal.is_admin:
+        return Forbidden(NOT_AN_ADMIN_KEY)
+    return None
