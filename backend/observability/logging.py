@@ -123,9 +123,33 @@ def secrets_of(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
+# What a person at a console does not need every few seconds: beat's ticks, Celery's line per
+# received and finished task (housekeeping runs each second), one line per HTTP request (the UI
+# polls), Alembic's plugin list. The text console at INFO (a calm console) shows these at DEBUG
+# only; the JSON log keeps them at INFO.
+CHATTY_LOGGERS = (
+    "celery.beat",
+    "celery.app.trace",
+    "celery.worker.strategy",
+    "fastslow.access",
+    "httpx",
+    "alembic.runtime.plugins",
+)
+
+
+def calm_console(settings: Settings, level: str | None = None) -> bool:
+    """Text logs at INFO: what a person reads at a console (`fastslow up`)."""
+    root_level = level or os.environ.get("FASTSLOW_LOG_LEVEL", "INFO")
+    return settings.log_format == "text" and root_level.upper() == "INFO"
+
+
 def logging_config(settings: Settings, level: str | None = None) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict; uvicorn applies it in each of its worker processes."""
     formatter = JsonFormatter if settings.log_format == "json" else TextFormatter
+    root_level = level or os.environ.get("FASTSLOW_LOG_LEVEL", "INFO")
+    quiet = {name: {"level": "WARNING"} for name in CHATTY_LOGGERS}
+    if not calm_console(settings, level):
+        quiet = {}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -139,16 +163,14 @@ def logging_config(settings: Settings, level: str | None = None) -> dict[str, An
                 "filters": ["context"],
             }
         },
-        "root": {
-            "level": level or os.environ.get("FASTSLOW_LOG_LEVEL", "INFO"),
-            "handlers": ["default"],
-        },
+        "root": {"level": root_level.upper(), "handlers": ["default"]},
         "loggers": {
             # uvicorn's own records go through the root handler; its access log is replaced by
             # `fastslow.access` (route templates, request ids, no query strings).
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
+            **quiet,
         },
     }
 
