@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -108,6 +110,15 @@ def test_demo_runs_and_the_fast_loop_improves_satisfaction(
     assert set(rates) == {"before", "after fast loop", "after slow loop"}, out
     assert rates["after fast loop"] > rates["before"], out
     assert "fast loop: promoted" in out, out
-    assert "slow loop:" in out and "KL to base" in out, out
+    # The slow loop ran to a gate decision (a failed run prints "None (None)" and KL nan).
+    slow = re.search(r"^slow loop: (promoted|kept) \((.+)\); KL to base (\d+\.\d+)", out, re.M)
+    assert slow, out
+    outcome, reason, kl = slow.group(1), slow.group(2), float(slow.group(3))
+    assert math.isfinite(kl) and kl >= 0, out
+    if outcome == "promoted":
+        before, after = map(float, re.findall(r"\d+\.\d+", reason)[:2])
+        assert after > before, reason
+    else:
+        assert any(why in reason for why in ("does not beat", "KL to the base", "base-skill"))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.dumps(rates)

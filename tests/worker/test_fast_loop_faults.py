@@ -22,7 +22,8 @@ SHORT = {"FASTSLOW_JOB_HEARTBEAT_TIMEOUT_S": "6", "FASTSLOW_REAPER_INTERVAL_S": 
 def test_killed_worker_leaves_live_version_and_releases_the_lock(
     stack: Stack, api_server: str, tenant: TenantKeys, database: Database
 ) -> None:
-    create_agent(api_server, tenant, pinned=True, budget=400)
+    # Unpinned: a run that finished would activate its winner; "nothing activated" tests the kill.
+    create_agent(api_server, tenant, budget=400)
     rate_like_users(api_server, tenant, ask_all(api_server, tenant, QUESTIONS))
     worker = start_worker(stack, "worker-doomed", queues="fast", **SHORT)
     # Housekeeping runs on another worker, as in any deployment with more than one.
