@@ -93,14 +93,23 @@ typecheck: setup
 	$(BIN)/mypy
 
 # The whole suite on PostgreSQL + Redis (with vLLM), then again on the embedded stack (SQLite +
-# the SQLite Celery transport) except vLLM and the long learning-loop runs (marked `slow`).
+# the SQLite Celery transport) for what depends on the stack: the API and the domains, the
+# workers, faults, whole-system runs and migrations, except vLLM and the long learning-loop runs
+# (marked `slow`). The engines, the simulator, the deployment files, the UI and the repository
+# checks do not touch the database or the broker: they run once.
+SQLITE_TESTS := tests/backend tests/worker tests/faults tests/system tests/migrations \
+	--ignore=tests/backend/engines --ignore=tests/backend/simulation
+
 test-postgres: setup deploy-tools vllm-env model services frontend browser
-	FASTSLOW_TEST_STACK=postgres $(BIN)/pytest
+	FASTSLOW_TEST_STACK=postgres $(BIN)/pytest --durations=40
 
 test-sqlite: setup deploy-tools model
-	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm and not slow"
+	FASTSLOW_TEST_STACK=sqlite $(BIN)/pytest -m "not vllm and not slow" $(SQLITE_TESTS)
 
-test: lint typecheck test-frontend test-postgres test-sqlite
+# Each phase timed; the durations are printed at the end (scripts/phases.sh).
+test:
+	@scripts/phases.sh setup model deploy-tools vllm-env services frontend browser \
+		lint typecheck test-frontend test-postgres test-sqlite
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache \

@@ -2,7 +2,7 @@
 
 Two implementations satisfy it: `local` (transformers + peft in-process, the embedded default)
 and `vllm` (a vLLM OpenAI-compatible server with runtime LoRA loading). One contract test suite
-(`tests/engines/test_contract.py`) runs against both.
+(`tests/backend/engines/test_contract.py`) runs against both.
 
 Adapters are addressed by an engine-side name that is unique per adapter *version* and never
 reused, so no engine can serve a stale copy of an older version under a live name.

@@ -4,7 +4,7 @@ one tenant's prompt on a worker and another tenant's live LoRA adapter is swappe
 
 Afterwards the database is checked against what the clients were given (no answer without
 its rollout, no accepted rating without its feedback row). The load benchmark
-(benchmarks/load_test.py) and the load test (tests/test_load.py) both run this.
+(benchmarks/load_test.py) and the load test (tests/system/test_load.py) both run this.
 """
 
 from __future__ import annotations

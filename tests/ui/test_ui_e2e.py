@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.simulation import SimQuestion
 from tests.support import ARTIFACTS, REPO, VENV_BIN, Process, free_port, wait_until
-from tests.worker.fast_loop_support import QUESTIONS, REWARD, USER
+from tests.worker.fast.support import QUESTIONS, REWARD, USER
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.api.helpers import create_agent
+from tests.backend.helpers import create_agent
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
 

@@ -21,7 +21,7 @@ from backend.jobs.contract import JobOutcome, JobReporter
 from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.queue import dispatch_job, make_celery
 from backend.jobs.service import create_job, fail_job
-from tests.api.helpers import create_agent
+from tests.backend.helpers import create_agent
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
 from worker.fast.optimizer import _public_log_line

@@ -20,7 +20,7 @@ from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.queue import make_celery
 from backend.schedules.models import Schedule
 from backend.schedules.service import claim_due
-from tests.api.helpers import create_agent
+from tests.backend.helpers import create_agent
 from tests.conftest import Stack, TenantKeys, start_worker
 from tests.support import VENV_BIN, Process, wait_until
 from worker.schedules import fire_due
