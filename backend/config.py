@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`json`: one JSON object per log line (production); `text`: for people."
     )
+    log_calm: bool = Field(
+        True,
+        description="Text logs at INFO leave beat's ticks, Celery's per-task lines, access lines "
+        "and start-up banners at DEBUG (a calm console); the JSON log always has them.",
+    )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
     metrics_token: SecretStr | None = Field(
         None,

@@ -138,9 +138,9 @@ CHATTY_LOGGERS = (
 
 
 def calm_console(settings: Settings, level: str | None = None) -> bool:
-    """Text logs at INFO: what a person reads at a console (`fastslow up`)."""
+    """Text logs at INFO, unless turned off (`log_calm`): what a person reads at a console."""
     root_level = level or os.environ.get("FASTSLOW_LOG_LEVEL", "INFO")
-    return settings.log_format == "text" and root_level.upper() == "INFO"
+    return settings.log_calm and settings.log_format == "text" and root_level.upper() == "INFO"
 
 
 def logging_config(settings: Settings, level: str | None = None) -> dict[str, Any]:

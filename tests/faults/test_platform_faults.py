@@ -168,6 +168,8 @@ def test_full_or_stopped_broker_loses_no_rating_and_the_fast_loop_catches_up(
         "FASTSLOW_DATABASE_URL": url,
         "FASTSLOW_BROKER_URL": private_redis.url,
         "FASTSLOW_FAST_LOOP_CHECK_INTERVAL_S": "1",
+        # The worker's "received"/"succeeded" lines tell which tasks it holds.
+        "FASTSLOW_LOG_CALM": "false",
     }
     beat = Process("beat-broker-fault", [str(VENV_BIN / "fastslow"), "beat"], {**stack.env, **env})
     worker = Process(
