@@ -150,11 +150,14 @@ def _jobs(base: str, tenant: SimTenant) -> list[dict[str, Any]]:
 
 
 def _triggered_and_started(base: str, tenant: SimTenant, after: set[str]) -> bool:
-    """A job beat's fast-loop trigger started (not an admin) that a worker picked up."""
+    """A job beat's fast-loop trigger started (not an admin) that a worker picked up and ran
+    to its end (it fails at once for want of data, once the worker has imported the fast loop:
+    until then the agent's optimize lock is held)."""
     return any(
         job["id"] not in after
         and job["params"].get("trigger") != "admin"
         and job["started_at"] is not None
+        and job["finished_at"] is not None
         for job in _jobs(base, tenant)
     )
 
