@@ -21,7 +21,6 @@ from backend.jobs.contract import (
     job_payload,
     queue_of,
 )
-from backend.jobs.contract import QUEUES as QUEUES
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,7 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.errors import Conflict, NotFound, QuotaExceeded
-from backend.jobs.contract import JobCancelled as JobCancelled  # re-exported: old imports
-from backend.jobs.contract import JobReporter as JobReporter  # re-exported: old imports
-from backend.jobs.contract import stored_params, validate_params
+from backend.jobs.contract import JobCancelled, stored_params, validate_params
 from backend.jobs.models import Job, JobKind, JobStatus
 from backend.jobs.queue import dispatch_job
 from backend.limits.service import Limits, charge_job, refund_job

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from backend.cli import app as cli
 from backend.config import Settings
-from backend.jobs.queue import QUEUES
+from backend.jobs.contract import QUEUES
 
 SETTINGS = {f"FASTSLOW_{name.upper()}" for name in Settings.model_fields}
 
